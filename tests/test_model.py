@@ -1,0 +1,90 @@
+import copy
+
+import pytest
+import torch
+
+from faceinsight.model import FaceInsight, FaceInsightConfig, characteristic_attention_mask
+from faceinsight.vocab import SCHEMAS
+
+NAMES = list(SCHEMAS["synthface"].characteristics)
+
+
+@pytest.fixture(scope="module")
+def model() -> FaceInsight:
+    torch.manual_seed(0)
+    m = FaceInsight(FaceInsightConfig(), NAMES).eval()
+    labels = (torch.rand(200, len(NAMES)) > 0.6).float()
+    m.stats.update(labels, torch.ones_like(labels, dtype=torch.bool))
+    return m
+
+
+def permuted(model: FaceInsight, perm: torch.Tensor) -> FaceInsight:
+    """The same model with its characteristics listed in another order."""
+    other = copy.deepcopy(model)
+    other.characteristics = [model.characteristics[i] for i in perm]
+    other.prompt_embeddings.copy_(model.prompt_embeddings[perm])
+    for name in ("m", "n", "known"):
+        getattr(other.stats, name).copy_(getattr(model.stats, name)[perm][:, perm])
+    return other
+
+
+def test_attention_mask_structure():
+    mask = characteristic_attention_mask(3, 2, torch.float32, torch.device("cpu"))[0, 0]
+    allowed = mask == 0
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 0],  # characteristic 1: prefix and itself
+            [1, 1, 1, 0, 1],  # characteristic 2: prefix and itself, not characteristic 1
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(allowed, expected)
+
+
+def test_permuting_characteristics_permutes_probabilities(model):
+    image, segmap = torch.rand(3, 3, 64, 64), torch.randint(0, 19, (3, 64, 64))
+    perm = torch.randperm(len(NAMES))
+    with torch.no_grad():
+        logits = model(image, segmap)
+        logits_perm = permuted(model, perm)(image, segmap)
+    torch.testing.assert_close(logits_perm, logits[:, perm], rtol=1e-4, atol=1e-5)
+
+
+def test_one_characteristic_alone_gives_the_same_answer(model):
+    """Characteristic tokens do not see each other: scoring a subset changes nothing."""
+    image, segmap = torch.rand(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    with torch.no_grad():
+        full = model(image, segmap)
+        chars = model.characteristic_embeddings()
+        sub = copy.deepcopy(model)
+        sub.gcn = None  # feed the already refined embeddings of the first 5 characteristics directly
+        sub.prompt_adapter = torch.nn.Identity()
+        sub.prompt_embeddings = chars[:5]
+        torch.testing.assert_close(sub(image, segmap), full[:, :5], rtol=1e-4, atol=1e-5)
+
+
+def test_gradients_reach_only_trainable_parts(model):
+    m = copy.deepcopy(model).train()
+    image, segmap = torch.rand(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    m(image, segmap).sum().backward()
+    for name, p in m.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, name
+        else:
+            assert p.grad is None, name
+    assert all(not p.requires_grad for p in m.llm.parameters())
+    assert all(p.requires_grad for p in m.gcn.parameters())
+
+
+def test_modules_switch_off():
+    config = FaceInsightConfig(use_seg=False, use_correlation=False)
+    m = FaceInsight(config, NAMES[:10]).eval()
+    assert m.seg_encoder is None and m.gcn is None
+    with torch.no_grad():
+        out = m(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, 10)
+    with pytest.raises(ValueError, match="segmap"):
+        FaceInsight(FaceInsightConfig(), NAMES[:3])(torch.rand(1, 3, 64, 64))
