@@ -25,7 +25,7 @@ from faceinsight.module import FaceInsightModule
 
 
 class FaceInsightCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
+    def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.characteristics", "model.characteristics", apply_on="instantiate")
         parser.link_arguments("model.use_seg", "data.with_segmaps", apply_on="parse")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split after fit")
@@ -64,14 +64,19 @@ def _run_tool(group: str, words: list[str]) -> None:
     getattr(importlib.import_module(module), function)(words[1:])
 
 
-def main(argv: list[str] | None = None) -> FaceInsightCLI | None:
-    """Entry point of the ``faceinsight`` console script; returns the LightningCLI for training commands."""
+def run(argv: list[str] | None = None) -> FaceInsightCLI | None:
+    """Run one ``faceinsight`` command; returns the LightningCLI (model, trainer, data) for training commands."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub is reachable: never try one
     words = sys.argv[1:] if argv is None else argv
     if words and words[0] in TOOLS:
         _run_tool(words[0], words[1:])
         return None
     return _lightning(argv)
+
+
+def main() -> None:
+    """Entry point of the ``faceinsight`` console script."""
+    run()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ device without weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import timm
@@ -164,10 +163,10 @@ class TextEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
-        cfg = self.model.config
-        return getattr(cfg, "projection_dim", None) if self.config.pooling == "pooler" and hasattr(
-            self.model, "text_projection"
-        ) else cfg.hidden_size
+        """Width of T0: the projection's for CLIP's pooled text embedding, else the hidden size."""
+        if self.config.pooling == "pooler" and hasattr(self.model, "text_projection"):
+            return self.model.config.projection_dim
+        return self.model.config.hidden_size
 
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> Tensor:
@@ -226,6 +225,3 @@ def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, 
     set_trainable(llm, config.trainable)
     return llm, tokenizer
 
-
-def is_local_path(name: str | None) -> bool:
-    return bool(name) and Path(str(name)).exists()

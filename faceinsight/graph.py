@@ -37,4 +37,6 @@ def export_main(argv: list[str]) -> None:
     as_json = {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in graph.items()}
     Path(args.out).write_text(json.dumps(as_json))
     c = graph["C"]
-    print(f"{len(graph['names'])} characteristics, {int(c.sum())} directed edges (tau={graph['tau']}); wrote {args.out}")
+    print(
+        f"{len(graph['names'])} characteristics, {int(c.sum())} directed edges (tau={graph['tau']}); wrote {args.out}"
+    )

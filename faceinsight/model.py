@@ -115,8 +115,7 @@ class FaceInsight(nn.Module):
     def trainable_parameters(self) -> dict[str, int]:
         """Number of trainable parameters per top-level part."""
         return {
-            name: sum(p.numel() for p in child.parameters() if p.requires_grad)
-            for name, child in self.named_children()
+            name: sum(p.numel() for p in child.parameters() if p.requires_grad) for name, child in self.named_children()
         }
 
     def characteristic_embeddings(self) -> Tensor:

@@ -237,4 +237,3 @@ def format_table(model: dict[str, dict[str, float]], baseline: dict[str, dict[st
         for key, value in values.items():
             lines.append(f"{name:<14}{key:<28}{value:>10.4f}{baseline.get(name, {}).get(key, math.nan):>10.4f}")
     return "\n".join(lines)
-

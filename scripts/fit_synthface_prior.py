@@ -36,6 +36,7 @@ CANDIDATES: tuple[tuple[str, int, bool], ...] = (
     ("bernoulli_mixture_64", 64, False),
     ("tree_mixture_4", 4, True),
     ("tree_mixture_8", 8, True),
+    ("tree_mixture_16", 16, True),
 )
 NUM_SAMPLES = 100_000
 
@@ -43,7 +44,11 @@ NUM_SAMPLES = 100_000
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data_dir())
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "faceinsight" / "synthface" / "celeba_prior.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "faceinsight" / "synthface" / "celeba_prior.json",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:22s} {results[name]}  ({time.perf_counter() - start:.1f}s)")
     best = min(results, key=lambda n: results[n]["cooccurrence_mae_after_fixes"])
     doc = {
-        "description": "SynthFace attribute prior fitted by scripts/fit_synthface_prior.py: derived probabilities only.",
+        "description": "SynthFace attribute prior (scripts/fit_synthface_prior.py): derived probabilities only.",
         "source": {"files": list(CELEBA_LABEL_FILES), "rows": len(real)},
         "selected": best,
         "model": models[best].to_json(),
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         "half_vs_half_floor": {k: round(v, 5) for k, v in floor.items()},
         "comparison": results,
     }
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    args.out.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     print(f"selected {best}; wrote {args.out} ({args.out.stat().st_size} bytes)")
 
 

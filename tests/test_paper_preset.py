@@ -26,7 +26,9 @@ def paper_model() -> FaceInsight:
     keys = {"image_encoder", "seg_encoder", "text_encoder", "llm", "correlation", "use_seg", "use_correlation"}
     cfg = parser.parse_object({"config": {k: v for k, v in model_cfg.items() if k in keys}})
     config = parser.instantiate_classes(cfg).config
-    names = union([SCHEMAS[d["kind"]] for d in yaml.safe_load((ROOT / "configs/paper.yaml").read_text())["data"]["datasets"]])
+    names = union(
+        [SCHEMAS[d["kind"]] for d in yaml.safe_load((ROOT / "configs/paper.yaml").read_text())["data"]["datasets"]]
+    )
     with torch.device("meta"):
         return FaceInsight(config, names, load_weights=False)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceinsight.cli import main
+from faceinsight.cli import run
 from faceinsight.module import FaceInsightModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ def fit(tmp_path: Path, *overrides: str):
         "--model.rules", json.dumps([str(ROOT / f"rules/{r}.rules") for r in ("celeba", "demographics", "expression")]),
         *overrides,
     ]  # fmt: skip
-    return main(args)
+    return run(args)
 
 
 @pytest.mark.parametrize("switch", [None, "use_seg", "use_correlation", "use_logic"])

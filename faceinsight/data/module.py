@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
-from faceinsight.data.base import FaceDataset
+from faceinsight.data.base import FaceDataset, Sample
 from faceinsight.vocab import SCHEMAS, Schema, union
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,11 @@ def open_split(spec: DatasetSpec, split: str) -> FaceDataset:
         seed = opts.pop("seed", 0)
         # Splits are disjoint by seed: the renderer is deterministic per (seed, index).
         return SynthFace(sizes[split], seed=seed * 10 + SPLITS.index(split), config=SynthFaceConfig(**opts))
-    if spec.root is None:
-        raise ValueError(f"dataset {spec.kind!r} needs a root folder (data.datasets[].root)")
+    if spec.root is None or not Path(spec.root).is_dir():
+        raise FileNotFoundError(
+            f"dataset {spec.kind!r}: folder {spec.root!r} not found; point data.datasets[i].root at the dataset "
+            f"in its native layout (e.g. --data.datasets.0.root /path/to/{spec.kind})"
+        )
     from faceinsight.data.registry import load_dataset
 
     return load_dataset(spec.root, kind=spec.kind, split=split, **spec.options)
@@ -86,6 +90,7 @@ class ModelView(Dataset):
         dataset_index: int,
         segmaps: np.ndarray | None = None,
         with_segmaps: bool = True,
+        cache: bool = False,
     ) -> None:
         self.dataset = dataset
         self.image_size = image_size
@@ -98,6 +103,18 @@ class ModelView(Dataset):
             raise ValueError(f"the model does not predict {missing}, which {dataset.name} labels")
         self.index = torch.tensor([position[n] for n in dataset.schema.characteristics])
         self.k = len(characteristics)
+        self.cache: dict[int, Sample] | None = {} if cache else None
+
+    def sample(self, i: int) -> Sample:
+        """The dataset's item ``i``, from the in-memory cache when it is on (per process)."""
+        if self.cache is None:
+            return self.dataset[i]
+        if i not in self.cache:
+            sample = self.dataset[i]
+            if "segmap" in sample:  # class ids fit a byte: 8x less memory than int64
+                sample["segmap"] = sample["segmap"].to(torch.uint8)
+            self.cache[i] = sample
+        return self.cache[i]
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -111,7 +128,7 @@ class ModelView(Dataset):
         return out, out_mask
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        sample = self.dataset[i]
+        sample = self.sample(i)
         labels, mask = self.place(sample["labels"], sample["label_mask"])
         item = {
             "image": resize_image(sample["image"], self.image_size),
@@ -156,6 +173,9 @@ class FaceDataModule(L.LightningDataModule):
         samples_per_epoch: training samples drawn per epoch (default: the sum of the training splits).
         with_segmaps: attach parsing maps (off when the model's segmentation modality is off).
         segmap_cache: folder of the on-disk cache of computed parsing maps.
+        cache_samples: keep decoded samples in memory after their first use (for data that fits in RAM,
+            such as SynthFace, whose rendering then happens once instead of every epoch). Each worker
+            process holds its own cache, so pair it with ``num_workers: 0`` or persistent workers.
     """
 
     def __init__(
@@ -167,6 +187,7 @@ class FaceDataModule(L.LightningDataModule):
         samples_per_epoch: int | None = None,
         with_segmaps: bool = True,
         segmap_cache: str = ".cache/segmaps",
+        cache_samples: bool = False,
     ) -> None:
         super().__init__()
         self.specs = datasets or [DatasetSpec()]
@@ -176,6 +197,7 @@ class FaceDataModule(L.LightningDataModule):
         self.samples_per_epoch = samples_per_epoch
         self.with_segmaps = with_segmaps
         self.segmap_cache = segmap_cache
+        self.cache_samples = cache_samples
         self.splits: dict[str, list[ModelView]] = {}
 
     @property
@@ -207,7 +229,9 @@ class FaceDataModule(L.LightningDataModule):
 
             source = make_source(spec.segmaps, **spec.segmap_options)
             segmaps = SegmapCache(self.segmap_cache).get(dataset, source, size=self.image_size)
-        return ModelView(dataset, self.characteristics, self.image_size, i, segmaps, self.with_segmaps)
+        return ModelView(
+            dataset, self.characteristics, self.image_size, i, segmaps, self.with_segmaps, self.cache_samples
+        )
 
     def train_label_matrix(self) -> tuple[Tensor, Tensor]:
         """Labels ``[N, K]`` and mask of the whole training split: the correlation module's statistics."""
@@ -236,7 +260,9 @@ class FaceDataModule(L.LightningDataModule):
         views = self.views("train")
         mix = ConcatDataset(views)
         total = sum(s.weight for s in self.specs)
-        weights = torch.cat([torch.full((len(v),), s.weight / total / len(v)) for s, v in zip(self.specs, views, strict=True)])
+        weights = torch.cat(
+            [torch.full((len(v),), s.weight / total / len(v)) for s, v in zip(self.specs, views, strict=True)]
+        )
         sampler = WeightedRandomSampler(weights.double(), self.samples_per_epoch or len(mix), replacement=True)
         return self._loader(mix, sampler=sampler, drop_last=True)
 

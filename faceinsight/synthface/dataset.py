@@ -40,11 +40,13 @@ class SynthFace(FaceDataset):
         for b in range(math.ceil(num_samples / BLOCK)):
             n = min(BLOCK, num_samples - b * BLOCK)
             rng = np.random.default_rng([seed, b, _LABEL_STREAM])
-            clean = sample_clean_labels(prior.sample(n, rng), rng)
-            labels, age = add_label_noise(clean, self.config.label_noise, np.random.default_rng([seed, b, _NOISE_STREAM]))
-            blocks.append(clean)
-            noisy.append(labels)
-            ages.append(age)
+            clean = sample_clean_labels(prior.sample(BLOCK, rng), rng)  # always a whole block, then cut
+            labels, age = add_label_noise(
+                clean, self.config.label_noise, np.random.default_rng([seed, b, _NOISE_STREAM])
+            )
+            blocks.append(CleanLabels(clean.attributes[:n], clean.age[:n], clean.expression[:n]))
+            noisy.append(labels[:n])
+            ages.append(age[:n])
         k = len(self.schema.characteristics)
         self.clean = CleanLabels(
             np.concatenate([c.attributes for c in blocks]) if blocks else np.zeros((0, 40), dtype=bool),

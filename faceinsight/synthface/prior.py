@@ -62,7 +62,11 @@ class TreeMixture:
         """``log w_k + log P_k(x)`` for every row and component, float ``[N, K]``."""
         xp = np.concatenate([x, np.zeros((len(x), 1), dtype=bool)], axis=1)
         out = np.empty((len(x), len(self.components)))
+        xf = x.astype(np.float64)
         for k, comp in enumerate(self.components):
+            if (comp.parent < 0).all():  # edgeless: one matrix product
+                out[:, k] = np.log(self.weights[k]) + xf @ np.log(comp.p[:, 0]) + (1 - xf) @ np.log1p(-comp.p[:, 0])
+                continue
             q = comp.p[np.arange(x.shape[1]), xp[:, comp.parent].astype(np.int64)]  # [N, A]
             out[:, k] = np.log(self.weights[k]) + np.where(x, np.log(q), np.log1p(-q)).sum(1)
         return out
@@ -75,24 +79,28 @@ class TreeMixture:
         return {
             "attributes": list(self.names),
             "weights": [round(float(w), 6) for w in self.weights],
-            "components": [
-                {
-                    "order": comp.order.tolist(),
-                    "parent": comp.parent.tolist(),
-                    "p": np.round(comp.p, 6).tolist(),
-                }
-                for comp in self.components
-            ],
+            "components": [_component_json(comp) for comp in self.components],
         }
 
     @classmethod
     def from_json(cls, data: dict) -> TreeMixture:
-        comps = tuple(
-            TreeComponent(np.asarray(c["order"]), np.asarray(c["parent"]), np.asarray(c["p"], dtype=np.float64))
-            for c in data["components"]
-        )
+        comps = tuple(_component_from_json(c) for c in data["components"])
         weights = np.asarray(data["weights"], dtype=np.float64)
         return cls(tuple(data["attributes"]), weights / weights.sum(), comps)
+
+
+def _component_json(comp: TreeComponent) -> dict:
+    """An edgeless component stores only ``p1``: P(x_j = 1) per attribute."""
+    if (comp.parent < 0).all():
+        return {"p1": np.round(comp.p[:, 0], 5).tolist()}
+    return {"order": comp.order.tolist(), "parent": comp.parent.tolist(), "p": np.round(comp.p, 5).tolist()}
+
+
+def _component_from_json(c: dict) -> TreeComponent:
+    if "p1" in c:
+        p1 = np.asarray(c["p1"], dtype=np.float64)
+        return TreeComponent(np.arange(len(p1)), np.full(len(p1), -1), np.repeat(p1[:, None], 2, axis=1))
+    return TreeComponent(np.asarray(c["order"]), np.asarray(c["parent"]), np.asarray(c["p"], dtype=np.float64))
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:
@@ -115,7 +123,9 @@ def fit_tree(x: np.ndarray, weight: np.ndarray | None = None, edges: bool = True
     if not edges:
         p = np.repeat(p1[:, None], 2, axis=1)
         return TreeComponent(np.arange(a), parent, p)
-    joint = np.stack([1 - p1[:, None] - p1[None, :] + p11, p1[None, :] - p11, p1[:, None] - p11, p11])  # ab = 00,01,10,11
+    joint = np.stack(
+        [1 - p1[:, None] - p1[None, :] + p11, p1[None, :] - p11, p1[:, None] - p11, p11]
+    )  # ab = 00,01,10,11
     marg_i = np.stack([1 - p1, 1 - p1, p1, p1])[:, :, None]
     marg_j = np.stack([1 - p1, p1, 1 - p1, p1])[:, None, :]
     joint = np.clip(joint, 1e-12, None)
@@ -183,39 +193,6 @@ def prior_errors(real: np.ndarray, sampled: np.ndarray) -> dict[str, float]:
     }
 
 
-def read_attribute_file(path: str | Path) -> np.ndarray:
-    """Read a CelebA-format attribute file (``list_attr_celeba.txt`` or CelebAMask-HQ's) into bool ``[N, 40]``.
-
-    Line 1 is the row count, line 2 the 40 names, then ``<file> v1 .. v40`` with values in {-1, 1};
-    CRLF endings and repeated spaces are accepted.
-    """
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    if len(lines) < 2:
-        raise DataFormatError(path, None, "expected a row count and a header line")
-    try:
-        count = int(lines[0].strip())
-    except ValueError:
-        raise DataFormatError(path, 1, f"row count {lines[0].strip()!r} is not an integer") from None
-    names = tuple(lines[1].split())
-    if names != CELEBA_ATTRIBUTES:
-        raise DataFormatError(path, 2, f"attribute names {names[:3]}... differ from CelebA's 40")
-    rows = []
-    for lineno, line in enumerate(lines[2:], start=3):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 41:
-            raise DataFormatError(path, lineno, f"expected a file name and 40 values, got {len(fields)} fields")
-        bad = [v for v in fields[1:] if v not in ("1", "-1")]
-        if bad:
-            raise DataFormatError(path, lineno, f"value {bad[0]!r} is not -1 or 1")
-        rows.append([v == "1" for v in fields[1:]])
-    if len(rows) != count:
-        raise DataFormatError(path, 1, f"header says {count} rows, file has {len(rows)}")
-    return np.asarray(rows, dtype=bool).reshape(-1, 40)
-
-
 def default_data_dir() -> Path:
     """``$FACEINSIGHT_DATA`` or ``../shared/data`` beside the project root."""
     import os
@@ -224,17 +201,28 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-CELEBA_LABEL_FILES = ("celeba/list_attr_celeba.txt", "celebahq64/CelebAMask-HQ-attribute-anno.txt")
+# The real label sets the prior is fitted to: (folder under the data dir, loader kind).
+CELEBA_LABEL_SETS = (("celeba", "celeba"), ("celebahq64", "celebamaskhq"))
 
 
 def load_real_labels(data_dir: str | Path | None = None) -> np.ndarray:
-    """CelebA's and CelebAMask-HQ's labels stacked, bool ``[N, 40]``; raises FileNotFoundError when absent."""
+    """CelebA's and CelebAMask-HQ's labels stacked, bool ``[N, 40]``; raises FileNotFoundError when absent.
+
+    Read with the project's native-format loaders (labels only), so the format is parsed in one place.
+    """
+    from faceinsight.data.registry import load_dataset
+
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    files = [root / f for f in CELEBA_LABEL_FILES]
-    missing = [str(f) for f in files if not f.is_file()]
+    missing = [str(root / folder) for folder, _ in CELEBA_LABEL_SETS if not (root / folder).is_dir()]
     if missing:
-        raise FileNotFoundError(f"CelebA label files not found: {missing}")
-    return np.concatenate([read_attribute_file(f) for f in files])
+        raise FileNotFoundError(f"CelebA label folders not found: {missing}")
+    matrices = []
+    for folder, kind in CELEBA_LABEL_SETS:
+        dataset = load_dataset(root / folder, kind=kind, images=False)
+        labels, _ = dataset.label_matrix()
+        index = [dataset.schema.characteristics.index(a) for a in CELEBA_ATTRIBUTES]
+        matrices.append(labels[:, index].numpy() > 0.5)
+    return np.concatenate(matrices)
 
 
 def load_prior(path: str | Path | None = None) -> tuple[TreeMixture, dict]:

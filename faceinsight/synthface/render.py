@@ -81,7 +81,7 @@ def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 16, angle: floa
     if angle:
         c, s = math.cos(angle), math.sin(angle)
         p = p @ np.array([[c, s], [-s, c]])
-    return p + (cx, cy)
+    return p + np.array([cx, cy])
 
 
 def mirror(pts: np.ndarray) -> np.ndarray:
@@ -100,8 +100,10 @@ class View:
 
     def __call__(self, pts: np.ndarray, dz: float = 0.0, head: bool = True) -> list[float]:
         if head:  # depth from an ellipsoid head surface; features protrude, outline points barely move
-            z = 0.6 * np.sqrt(np.clip(1.0 - (pts[:, 0] / 1.05) ** 2 - (pts[:, 1] / 1.6) ** 2, 0.0, 1.0)) + dz
-            pts = np.stack([pts[:, 0] * self.cy + z * self.sy, pts[:, 1]], 1)
+            x, y = pts[:, 0], pts[:, 1]
+            z = 0.6 * np.sqrt(np.maximum(1.0 - (x * (1 / 1.05)) ** 2 - (y * (1 / 1.6)) ** 2, 0.0)) + dz
+            pts = pts.copy()
+            pts[:, 0] = x * self.cy + z * self.sy
         return (pts @ self.m + self.t).ravel().tolist()
 
 
@@ -115,7 +117,9 @@ class Canvas:
         self.seg = ImageDraw.Draw(self.segmap)
         self.view = view
 
-    def poly(self, pts: np.ndarray, colour: Colour | None, cls: int | None = None, dz: float = 0.0, head: bool = True) -> None:
+    def poly(
+        self, pts: np.ndarray, colour: Colour | None, cls: int | None = None, dz: float = 0.0, head: bool = True
+    ) -> None:
         """Fill a polygon in the image (if ``colour``) and the map (if ``cls``)."""
         xy = self.view(pts, dz, head)
         if colour is not None:
@@ -123,7 +127,9 @@ class Canvas:
         if cls is not None:
             self.seg.polygon(xy, fill=cls)
 
-    def line(self, pts: np.ndarray, colour: Colour, width: float, cls: int | None = None, dz: float = 0.0, head: bool = True) -> None:
+    def line(
+        self, pts: np.ndarray, colour: Colour, width: float, cls: int | None = None, dz: float = 0.0, head: bool = True
+    ) -> None:
         """A polyline ``width`` face units wide."""
         xy = self.view(pts, dz, head)
         w = max(1, round(width * self.view.unit))
@@ -298,7 +304,9 @@ def _draw_head(
     ear_colour = _scale(skin, 0.93)
     for sign, cls in ((1, L_EAR), (-1, R_EAR)):
         canvas.poly(ellipse(sign * (look.width - 0.02), -0.02, 0.18, 0.32), ear_colour, cls, dz=-0.45)
-        canvas.line(ellipse(sign * (look.width + 0.02), -0.02, 0.08, 0.2, 10)[2:9], _scale(skin, 0.75, 120), 0.03, dz=-0.4)
+        canvas.line(
+            ellipse(sign * (look.width + 0.02), -0.02, 0.08, 0.2, 10)[2:9], _scale(skin, 0.75, 120), 0.03, dz=-0.4
+        )
     canvas.poly(ellipse(0, -0.45, look.width * 1.08, 1.25, 24), skin, SKIN)  # skull, under the hair
     outline = face_outline(look)
     if on["Double_Chin"]:
@@ -338,7 +346,9 @@ def _draw_skin_cues(
                 canvas.line(np.array([[sign * 0.68, -0.15], [sign * 0.82, -0.15 + 0.07 * k]]), dark, 0.02)
     if wrinkle > 0.05 or on["Smiling"]:  # nasolabial folds
         for sign in (1, -1):
-            canvas.line(np.array([[sign * 0.22, 0.38], [sign * 0.38, 0.6], [sign * 0.4, 0.8]]), _scale(skin, 0.7, 90), 0.03)
+            canvas.line(
+                np.array([[sign * 0.22, 0.38], [sign * 0.38, 0.6], [sign * 0.4, 0.8]]), _scale(skin, 0.7, 90), 0.03
+            )
     if not on["Attractive"]:  # blemishes and uneven skin
         for _ in range(rng.integers(2, 6)):
             x, y = rng.uniform(-0.7, 0.7), rng.uniform(-0.9, 0.9)
@@ -356,16 +366,26 @@ def _draw_nose(canvas: Canvas, on: dict[str, bool], look: Look, rng: np.random.G
         nose = np.array([[-top_w, -0.18], [-wing * 0.8, tip_y - 0.12], [-wing, tip_y - 0.02], [0, tip_y + 0.06],
                          [wing, tip_y - 0.02], [wing * 0.8, tip_y - 0.12], [top_w, -0.18]])  # fmt: skip
     else:
-        nose = np.array([[-top_w, -0.18], [-wing * 0.9, tip_y - 0.15], [-wing - 0.02, tip_y - 0.02], [-0.08, tip_y + 0.02],
-                         [0.08, tip_y + 0.02], [wing + 0.02, tip_y - 0.02], [wing * 0.9, tip_y - 0.15], [top_w, -0.18]])  # fmt: skip
+        nose = np.array([[-top_w, -0.18], [-wing * 0.9, tip_y - 0.15], [-wing - 0.02, tip_y - 0.02],
+                         [-0.08, tip_y + 0.02], [0.08, tip_y + 0.02], [wing + 0.02, tip_y - 0.02],
+                         [wing * 0.9, tip_y - 0.15], [top_w, -0.18]])  # fmt: skip
     canvas.poly(nose, _scale(look.skin, 0.97), NOSE, dz=0.12)
     shadow_side = 1 if rng.random() < 0.5 else -1
-    canvas.line(np.array([[shadow_side * top_w, -0.1], [shadow_side * wing * 0.9, tip_y - 0.08]]), _scale(look.skin, 0.72, 130), 0.04, dz=0.15)
+    canvas.line(
+        np.array([[shadow_side * top_w, -0.1], [shadow_side * wing * 0.9, tip_y - 0.08]]),
+        _scale(look.skin, 0.72, 130),
+        0.04,
+        dz=0.15,
+    )
     for sign in (1, -1):
-        canvas.poly(ellipse(sign * wing * 0.5, tip_y - 0.02, 0.05 + 0.015 * big, 0.03, 10), _scale(look.skin, 0.45), dz=0.2)
+        canvas.poly(
+            ellipse(sign * wing * 0.5, tip_y - 0.02, 0.05 + 0.015 * big, 0.03, 10), _scale(look.skin, 0.45), dz=0.2
+        )
 
 
-def _draw_eyes(canvas: Canvas, on: dict[str, bool], look: Look, shape: dict[str, float], rng: np.random.Generator) -> None:
+def _draw_eyes(
+    canvas: Canvas, on: dict[str, bool], look: Look, shape: dict[str, float], rng: np.random.Generator
+) -> None:
     glasses = on["Eyeglasses"]
     sunglasses = glasses and rng.random() < 0.25
     lens_rx, lens_ry = 0.27 + 0.04 * rng.random(), 0.19 + 0.03 * rng.random()
@@ -378,12 +398,14 @@ def _draw_eyes(canvas: Canvas, on: dict[str, bool], look: Look, shape: dict[str,
     for k, (sign, eye_cls, brow_cls) in enumerate(((1, L_EYE, L_BROW), (-1, R_EYE, R_BROW))):
         cx, cy = sign * 0.42 + look.asym[k], -0.15 + look.asym[k + 2] * 0.5
         hw, h = 0.19, 0.085 * open_
-        eye = _eye_shape(hw, h) + (cx, cy)
+        eye = _eye_shape(hw, h) + np.array([cx, cy])
         if not sunglasses:
             canvas.poly(eye, (240, 238, 232), eye_cls, dz=0.02)
             r = 0.075
             canvas.poly(ellipse(cx + gaze[0], cy + gaze[1], r, min(r, h * 0.9), 10), look.eye, dz=0.03)
-            canvas.poly(ellipse(cx + gaze[0], cy + gaze[1], r * 0.45, min(r, h * 0.9) * 0.45, 10), (15, 12, 12), dz=0.03)
+            canvas.poly(
+                ellipse(cx + gaze[0], cy + gaze[1], r * 0.45, min(r, h * 0.9) * 0.45, 10), (15, 12, 12), dz=0.03
+            )
             liner = 0.045 if on["Heavy_Makeup"] else 0.025
             canvas.line(eye[:6], (30, 22, 22), liner, dz=0.03)
             if on["Heavy_Makeup"]:
@@ -397,7 +419,9 @@ def _draw_eyes(canvas: Canvas, on: dict[str, bool], look: Look, shape: dict[str,
             lens = ellipse(sign * 0.43, -0.14, lens_rx, lens_ry)
             canvas.poly(lens, tint, dz=0.08)
             canvas.line(np.concatenate([lens, lens[:1]]), frame, 0.05, dz=0.08)
-            canvas.line(np.array([[sign * (0.43 + lens_rx), -0.16], [sign * (look.width + 0.02), -0.12]]), frame, 0.04, dz=0.0)
+            canvas.line(
+                np.array([[sign * (0.43 + lens_rx), -0.16], [sign * (look.width + 0.02), -0.12]]), frame, 0.04, dz=0.0
+            )
         canvas.line(np.array([[-0.16, -0.2], [0.16, -0.2]]), frame, 0.04, dz=0.1)
 
 
@@ -407,7 +431,9 @@ def _draw_brow(
     x = np.linspace(0.16, 0.72, 7)
     u = (x - 0.16) / 0.56
     arch = 0.13 if on["Arched_Eyebrows"] else 0.04
-    centre = -0.44 - shape["raise"] - shape["inner"] * (1 - u) - arch * np.sin(np.pi * np.clip(u * 0.8, 0, 1)) + 0.05 * u
+    centre = (
+        -0.44 - shape["raise"] - shape["inner"] * (1 - u) - arch * np.sin(np.pi * np.clip(u * 0.8, 0, 1)) + 0.05 * u
+    )
     thick = (0.12 if on["Bushy_Eyebrows"] else 0.065 if on["Male"] else 0.05) * (1.1 - 0.5 * u**2)
     band = _band(sign * x + (cx - sign * 0.42), centre - thick / 2, centre + thick / 2)
     brow = _scale(look.hair, 0.8) if look.hair[0] < 120 else _scale(look.hair, 0.55)
@@ -429,14 +455,16 @@ def _draw_facial_hair(canvas: Canvas, on: dict[str, bool], look: Look, age: floa
         inner = np.array([[-0.4, 0.6], [-0.3, 0.95], [0.3, 0.95], [0.4, 0.6]])
         canvas.poly(np.concatenate([lower, inner]), (*colour, 225))
     if on["Goatee"]:
-        canvas.poly(np.array([[-0.3, 0.88], [-0.25, look.chin - 0.02], [0.25, look.chin - 0.02], [0.3, 0.88]]), (*colour, 235))
+        canvas.poly(
+            np.array([[-0.3, 0.88], [-0.25, look.chin - 0.02], [0.25, look.chin - 0.02], [0.3, 0.88]]), (*colour, 235)
+        )
     if on["Mustache"]:
         canvas.poly(np.array([[-0.38, 0.66], [-0.2, 0.5], [0.2, 0.5], [0.38, 0.66], [0, 0.6]]), (*colour, 240), dz=0.05)
     if on["Sideburns"]:
         for sign in (1, -1):
             w = look.width
-            canvas.poly(np.array([[sign * (w - 0.16), -0.45], [sign * (w - 0.12), 0.35], [sign * w, 0.3], [sign * w, -0.45]]),
-                        look.hair, HAIR)  # fmt: skip
+            strip = np.array([[w - 0.16, -0.45], [w - 0.12, 0.35], [w, 0.3], [w, -0.45]]) * (sign, 1)
+            canvas.poly(strip, look.hair, HAIR)
 
 
 def _draw_mouth(canvas: Canvas, on: dict[str, bool], look: Look, shape: dict[str, float]) -> None:
@@ -450,15 +478,30 @@ def _draw_mouth(canvas: Canvas, on: dict[str, bool], look: Look, shape: dict[str
     upper_in = contact - 0.35 * opening - shape["upper"] * bump
     lower_in = contact + 0.65 * opening
     big = 1.5 if on["Big_Lips"] else 1.0
-    upper_out = upper_in - 0.07 * big * bump - 0.015 * np.exp(-((u - 0.3) / 0.2) ** 2) - 0.015 * np.exp(-((u + 0.3) / 0.2) ** 2)
+    upper_out = (
+        upper_in
+        - 0.07 * big * bump
+        - 0.015 * np.exp(-(((u - 0.3) / 0.2) ** 2))
+        - 0.015 * np.exp(-(((u + 0.3) / 0.2) ** 2))
+    )
     lower_out = lower_in + 0.09 * big * bump
     if shape["open"] > 0:
         canvas.poly(_band(x, upper_in - 0.01, lower_in + 0.01), (60, 15, 20), MOUTH, dz=0.05)
         if on["Smiling"]:
-            canvas.poly(_band(x[1:-1], upper_in[1:-1], upper_in[1:-1] + 0.35 * (lower_in - upper_in)[1:-1]), (235, 232, 222), MOUTH, dz=0.05)
+            canvas.poly(
+                _band(x[1:-1], upper_in[1:-1], upper_in[1:-1] + 0.35 * (lower_in - upper_in)[1:-1]),
+                (235, 232, 222),
+                MOUTH,
+                dz=0.05,
+            )
     canvas.poly(_band(x, upper_out, upper_in), _scale(look.lips, 0.92), U_LIP, dz=0.06)
     canvas.poly(_band(x, lower_in, lower_out), look.lips, L_LIP, dz=0.06)
-    canvas.line(np.stack([x, contact], 1) if shape["open"] == 0 else np.stack([x[:2], contact[:2]], 1), (70, 30, 30, 160), 0.02, dz=0.06)
+    canvas.line(
+        np.stack([x, contact], 1) if shape["open"] == 0 else np.stack([x[:2], contact[:2]], 1),
+        (70, 30, 30, 160),
+        0.02,
+        dz=0.06,
+    )
 
 
 def _hairline(on: dict[str, bool], rng: np.random.Generator, width: float) -> np.ndarray:
@@ -490,7 +533,14 @@ def _draw_hair_and_headwear(canvas: Canvas, on: dict[str, bool], look: Look, rng
             end = rng.uniform(1.0, 1.9)
             for sign in (1, -1):
                 if on["Wearing_Earrings"]:  # hair tucked behind the ears
-                    side = np.array([[sign * w, -0.45], [sign * (w + 0.1), end], [sign * (w + 0.35), end], [sign * (w + 0.3), -0.45]])
+                    side = np.array(
+                        [
+                            [sign * w, -0.45],
+                            [sign * (w + 0.1), end],
+                            [sign * (w + 0.35), end],
+                            [sign * (w + 0.3), -0.45],
+                        ]
+                    )
                 else:
                     side = np.array([[sign * (look.width - 0.12), -0.45], [sign * (look.width + 0.0), end],
                                      [sign * (w + 0.3), end], [sign * (w + 0.2), -0.45]])  # fmt: skip
@@ -542,7 +592,9 @@ def _draw_occluder(canvas: Canvas, rng: np.random.Generator, d: float, side: int
         canvas.seg.rectangle(box, fill=BACKGROUND)
 
 
-def _finish(canvas: Canvas, on: dict[str, bool], rng: np.random.Generator, config: SynthFaceConfig) -> tuple[np.ndarray, np.ndarray]:
+def _finish(
+    canvas: Canvas, on: dict[str, bool], rng: np.random.Generator, config: SynthFaceConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Downsample, then lighting gradient, colour jitter, noise and blur (image only)."""
     d, ss, size = config.difficulty, config.supersample, config.size
     image = canvas.image.reduce(ss) if ss > 1 else canvas.image

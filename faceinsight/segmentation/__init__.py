@@ -1,0 +1,29 @@
+"""Face-parsing maps (CelebAMask-HQ's 19 classes) for images that have none: parsers behind one interface, and a cache.
+
+``make_source("landmarks")`` needs mediapipe (``requirements/landmarks.txt``); ``make_source("unet", checkpoint=...)``
+needs a checkpoint from ``faceinsight segparser fit``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from faceinsight.segmentation.base import CLASSES, NUM_CLASSES, SegSource, resize_maps
+from faceinsight.segmentation.cache import SegmapCache
+from faceinsight.segmentation.miou import miou
+
+__all__ = ["CLASSES", "NUM_CLASSES", "SegSource", "SegmapCache", "make_source", "miou", "resize_maps"]
+
+
+def make_source(kind: Literal["landmarks", "unet"], **kwargs: Any) -> SegSource:
+    """``landmarks``: :class:`~faceinsight.segmentation.landmarks.LandmarkParser` (kwargs are its parameters);
+    ``unet``: :meth:`~faceinsight.segmentation.unet.UNetSource.from_checkpoint` (``checkpoint=<path>``)."""
+    if kind == "landmarks":
+        from faceinsight.segmentation.landmarks import LandmarkParser
+
+        return LandmarkParser(**kwargs)
+    if kind == "unet":
+        from faceinsight.segmentation.unet import UNetSource
+
+        return UNetSource.from_checkpoint(**kwargs)
+    raise ValueError(f"unknown segmentation source {kind!r}; choose 'landmarks' or 'unet'")

@@ -1,0 +1,162 @@
+"""An on-disk cache of parsing maps: one uint8 ``[N, size, size]`` file per (dataset, parser, size).
+
+Each map is computed at the image's own resolution and then resized to ``size`` (mode-pooling, see
+:func:`~faceinsight.segmentation.base.resize_maps`): a parser sees the most detail that way (MediaPipe's detector
+misses faces in tiny images), and a map drawn at full resolution and pooled keeps small parts better than one drawn
+on a downscaled image. The file is written under a temporary name and renamed when complete, so a killed run never
+leaves a partial cache that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from faceinsight.data.base import FaceDataset, Sample
+from faceinsight.segmentation.base import SegSource, resize_maps
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_SECONDS = 30.0
+
+
+def dataset_keys(dataset: FaceDataset) -> list[str]:
+    """Every sample's ``key``: from a ``keys`` attribute or method when the dataset has one, else by iterating."""
+    keys = getattr(dataset, "keys", None)
+    if callable(keys):
+        keys = keys()
+    if isinstance(keys, Sequence) and len(keys) == len(dataset):
+        return [str(k) for k in keys]
+    log.info("%s has no keys(); reading all %d samples to identify it", dataset.name, len(dataset))
+    out = []
+    for i in range(len(dataset)):
+        if "key" not in (sample := dataset[i]):
+            raise ValueError(
+                f"{dataset.name}[{i}] has no 'key': the segmentation-map cache cannot identify the dataset"
+            )
+        out.append(sample["key"])
+    return out
+
+
+def cache_identity(dataset: FaceDataset, source: SegSource, size: int) -> dict[str, Any]:
+    """What a cache file is computed from: dataset name, length and a hash of all its keys; parser name; size."""
+    keys_hash = hashlib.sha256("\n".join(dataset_keys(dataset)).encode()).hexdigest()
+    return {
+        "dataset": dataset.name,
+        "length": len(dataset),
+        "keys_sha256": keys_hash,
+        "source": source.name,
+        "size": size,
+    }
+
+
+def _collate(samples: list[Sample]) -> list[torch.Tensor]:
+    return [s["image"] for s in samples]
+
+
+def _parse(source: SegSource, images: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Maps ``[B, size, size]``; images of one shape go through the parser as one batch."""
+    if all(img.shape == images[0].shape for img in images):
+        return resize_maps(source(torch.stack(images)), size)
+    return torch.cat([resize_maps(source(img[None]), size) for img in images])
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+class SegmapCache:
+    """Parsing maps of a whole dataset, computed once per (dataset identity, ``source.name``, ``size``) and reused
+    across runs and processes. :attr:`built` counts the maps this object computed (the tests use it)."""
+
+    def __init__(self, root: str | Path = ".cache/segmaps") -> None:
+        self.root = Path(root)
+        self.built = 0
+
+    def path(self, identity: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{identity['dataset']}-{identity['size']}px")
+        return self.root / f"{stem}-{digest}.u8"
+
+    def get(
+        self, dataset: FaceDataset, source: SegSource, size: int, batch_size: int = 64, num_workers: int = 0
+    ) -> np.ndarray:
+        """uint8 ``[N, size, size]`` (read-only memmap); row i = parsing map of ``dataset[i]["image"]``."""
+        identity = cache_identity(dataset, source, size)
+        path, n = self.path(identity), len(dataset)
+        if n == 0:
+            return np.zeros((0, size, size), np.uint8)
+        expected = n * size * size
+        if path.exists():
+            if path.stat().st_size == expected:
+                log.info("segmap cache hit: %s (%s, %s, %d px)", path, dataset.name, source.name, size)
+                return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, size, size))
+            log.warning("segmap cache %s has %d bytes, expected %d: rebuilding", path, path.stat().st_size, expected)
+        self._build(dataset, source, size, batch_size, num_workers, path, identity)
+        return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, size, size))
+
+    def _build(
+        self,
+        dataset: FaceDataset,
+        source: SegSource,
+        size: int,
+        batch_size: int,
+        num_workers: int,
+        path: Path,
+        identity: dict[str, Any],
+    ) -> None:
+        n = len(dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+        log.info("building segmap cache %s: %d images of %s with %s at %d px", path, n, dataset.name, source.name, size)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+        start = last_log = time.perf_counter()
+        missed_before = getattr(source, "faces_missed", None)
+        try:
+            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size))
+            done = 0
+            for images in loader:
+                maps = _parse(source, images, size)
+                out[done : done + len(images)] = maps.numpy().astype(np.uint8)
+                done += len(images)
+                self.built += len(images)
+                now = time.perf_counter()
+                if now - last_log > LOG_EVERY_SECONDS or done == n:
+                    rate = done / (now - start)
+                    log.info(
+                        "segmaps %d/%d (%.0f%%), %.1f img/s, eta %.0f s",
+                        done,
+                        n,
+                        100 * done / n,
+                        rate,
+                        (n - done) / rate,
+                    )
+                    last_log = now
+            out.flush()
+            del out
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            seconds = time.perf_counter() - start
+            meta = {**identity, "seconds": round(seconds, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            if missed_before is not None:  # parsers that can fail to find a face (the landmark parser) count misses
+                meta["faces_missed"] = source.faces_missed - missed_before  # type: ignore[attr-defined]
+            _write_json(path.with_suffix(".json"), meta)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        missed = f", no face found in {meta['faces_missed']} of {n} images" if "faces_missed" in meta else ""
+        log.info("segmap cache %s written in %.1f s%s", path, seconds, missed)
