@@ -1,8 +1,8 @@
 """Wall time and test metrics of training runs, next to the majority-class baseline.
 
-    .venv/bin/python benchmarks/train_eval.py                      # the main job (configs/synthface.yaml)
-    .venv/bin/python benchmarks/train_eval.py --ablations          # plus each module switched off
-    .venv/bin/python benchmarks/train_eval.py --semantics          # plus each logic-loss semantics
+    .venv/bin/python benchmarks/train_eval.py                                  # the main job (synthface.yaml)
+    .venv/bin/python benchmarks/train_eval.py --variants no_seg no_correlation no_logic   # ablations
+    .venv/bin/python benchmarks/train_eval.py --variants semantic product goedel lukasiewicz
     .venv/bin/python benchmarks/train_eval.py -c configs/celebahq64.yaml -- --trainer.max_epochs 2
 
 Each run is the real command, ``faceinsight fit -c <config> [overrides]``, in a subprocess;
@@ -19,6 +19,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Named variants: CLI overrides on top of the config.
+VARIANTS: dict[str, list[str]] = {
+    "full": [],
+    **{f"no_{m}": [f"--model.use_{m}", "false"] for m in ("seg", "correlation", "logic")},
+    **{s: ["--model.logic_semantics", s] for s in ("paper", "semantic", "product", "goedel", "lukasiewicz")},
+}
 SHOWN = ("attributes/accuracy", "attributes/f1", "attributes/mAP", "age/accuracy", "age/mae", "gender/accuracy",
          "expression/accuracy", "consistency")  # fmt: skip
 
@@ -36,19 +42,13 @@ def run(config: str, name: str, overrides: list[str], out_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", default="configs/synthface.yaml")
-    parser.add_argument("--ablations", action="store_true", help="also run with each module switched off")
-    parser.add_argument("--semantics", action="store_true", help="also train with each other logic-loss semantics")
+    parser.add_argument("--variants", nargs="+", default=["full"], choices=sorted(VARIANTS), help="runs to make")
     parser.add_argument("--out", default="runs/benchmarks")
     parser.add_argument("overrides", nargs="*", help="extra CLI overrides (after --)")
     args = parser.parse_args()
     out_dir = ROOT / args.out
     out_dir.mkdir(parents=True, exist_ok=True)
-    variants = {"full": []}
-    if args.ablations:
-        variants |= {f"no_{m}": [f"--model.use_{m}", "false"] for m in ("seg", "correlation", "logic")}
-    if args.semantics:
-        variants |= {s: ["--model.logic_semantics", s] for s in ("semantic", "product", "goedel", "lukasiewicz")}
-    results = [run(args.config, name, args.overrides + extra, out_dir) for name, extra in variants.items()]
+    results = [run(args.config, name, args.overrides + VARIANTS[name], out_dir) for name in args.variants]
 
     first = results[0]
     for dataset, baseline in first["majority_baseline"].items():

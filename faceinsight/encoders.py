@@ -224,4 +224,3 @@ def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, 
         llm = LlamaForCausalLM(LlamaConfig(**arch)).to(dtype)
     set_trainable(llm, config.trainable)
     return llm, tokenizer
-

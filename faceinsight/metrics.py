@@ -10,8 +10,9 @@
   precision and F1 from the confusion matrix.
 * Age in years ("Beyond Specialization", Kuprashevich et al. 2024): MAE and
   CS@5, the share of absolute errors of at most 5 years.
-* Logical consistency: share of samples whose predictions satisfy every rule,
-  and each rule's violation rate ("failed ratio", Wu and Bowyer, CVPR 2023).
+* Logical consistency: share of samples whose predictions satisfy every hard
+  rule (and every rule, soft ones included), and each rule's violation rate
+  ("failed ratio", Wu and Bowyer, CVPR 2023).
 
 Every metric honours the label mask: unlabelled characteristics never count.
 """
@@ -25,7 +26,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_average_precision
 
-from faceinsight.vocab import AGE_BINS, GROUPS, Schema, age_bin_name, task_of
+from faceinsight.vocab import AGE_BINS, GROUPS, Schema, age_bin_name
 
 # Representative years of each age bin, to turn bin probabilities into an age estimate.
 AGE_BIN_YEARS: dict[str, float] = {
@@ -154,25 +155,33 @@ class AgeMetrics(Metric):
 
 
 class ConsistencyMetrics(Metric):
-    """Share of samples whose predictions satisfy every rule, and the violation rate of each rule."""
+    """Share of samples whose predictions satisfy every hard rule (``consistency``) and every rule, soft ones
+    included (``consistency_all``), and the violation rate of each rule."""
 
     full_state_update = False
 
-    def __init__(self, num_rules: int) -> None:
+    def __init__(self, hard: Tensor) -> None:
         super().__init__()
-        self.add_state("violations", torch.zeros(num_rules, dtype=torch.float64), dist_reduce_fx="sum")
+        self.register_buffer("hard", hard.bool().clone(), persistent=False)
+        self.add_state("violations", torch.zeros(len(hard), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("consistent", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("consistent_all", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, satisfied: Tensor) -> None:
         """``satisfied`` bool ``[B, R]``."""
         self.violations += (~satisfied).double().sum(0)
-        self.consistent += satisfied.all(1).sum()
+        self.consistent += satisfied[:, self.hard].all(1).sum()
+        self.consistent_all += satisfied.all(1).sum()
         self.count += satisfied.shape[0]
 
     def compute(self) -> dict[str, float]:
         n = self.count.clamp_min(1)
-        return {"consistency": float(self.consistent / n), "mean_rule_violation": float((self.violations / n).mean())}
+        return {
+            "consistency": float(self.consistent / n),
+            "consistency_all": float(self.consistent_all / n),
+            "mean_rule_violation": float((self.violations / n).mean()),
+        }
 
     def per_rule(self) -> list[float]:
         return (self.violations / self.count.clamp_min(1)).tolist()
@@ -181,11 +190,12 @@ class ConsistencyMetrics(Metric):
 class DatasetMetrics(torch.nn.Module):
     """All metrics of one dataset, per task of its schema; indices refer to the model's K characteristics."""
 
-    def __init__(self, schema: Schema, characteristics: list[str], num_rules: int, has_ages: bool) -> None:
+    def __init__(self, schema: Schema, characteristics: list[str], hard_rules: Tensor, has_ages: bool) -> None:
         super().__init__()
         position = {name: i for i, name in enumerate(characteristics)}
-        labelled = [n for n in schema.characteristics if n in position]
-        attrs = [position[n] for n in labelled if task_of(n, schema) == "attributes"]
+        # A binary attribute counts here even when it also belongs to a group (CelebA's Male is both the
+        # 40-attribute metric's and the gender task's).
+        attrs = [position[n] for n in schema.attributes if n in position]
         self.register_buffer("attribute_index", torch.tensor(attrs, dtype=torch.long), persistent=False)
         self.attributes = AttributeMetrics(len(attrs)) if attrs else None
         self.groups = torch.nn.ModuleDict()
@@ -195,7 +205,7 @@ class DatasetMetrics(torch.nn.Module):
         self.age = (
             AgeMetrics([AGE_BIN_YEARS[n] for n in GROUPS["age"]]) if has_ages and "age" in schema.groups else None
         )
-        self.consistency = ConsistencyMetrics(num_rules) if num_rules else None
+        self.consistency = ConsistencyMetrics(hard_rules) if len(hard_rules) else None
 
     def update(
         self,

@@ -73,7 +73,11 @@ class FaceInsightModule(L.LightningModule):
         super().__init__()
         if not characteristics:
             raise ValueError("characteristics is empty: pass the data module's characteristics")
-        self.save_hyperparameters()
+        # Evaluation-time options are not saved: `faceinsight test --ckpt_path` re-applies saved hyper-parameters
+        # over the command line, and these must stay switchable there.
+        self.save_hyperparameters(ignore=["decoding", "metrics_file"])
+        self.decoding = decoding
+        self.metrics_file = metrics_file
         config = FaceInsightConfig(
             image_encoder=image_encoder or ImageEncoderConfig(),
             seg_encoder=seg_encoder or SegEncoderConfig(),
@@ -104,7 +108,7 @@ class FaceInsightModule(L.LightningModule):
     def _metrics(self, dm: Any) -> torch.nn.ModuleDict:
         return torch.nn.ModuleDict(
             {
-                name: DatasetMetrics(spec.schema, self.model.characteristics, len(self.rules.rules), has_ages=True)
+                name: DatasetMetrics(spec.schema, self.model.characteristics, self.rules.hard.cpu(), has_ages=True)
                 for name, spec in zip(dm.dataset_names, dm.specs, strict=True)
             }
         ).to(self.device)
@@ -126,7 +130,7 @@ class FaceInsightModule(L.LightningModule):
 
     def decide(self, probs: Tensor) -> Tensor:
         """Binary predictions ``[B, K]`` under the configured decoding."""
-        if self.hparams.decoding == "consistent":
+        if self.decoding == "consistent":
             return self.rules.decode(probs)
         return probs >= 0.5
 
@@ -198,7 +202,7 @@ class FaceInsightModule(L.LightningModule):
                 name: dict(zip([r.text for r in self.rules.rules], rates, strict=True))
                 for name, rates in per_rule.items()
             },
-            "decoding": self.hparams.decoding,
+            "decoding": self.decoding,
             "modules": {k: self.hparams[k] for k in ("use_seg", "use_correlation", "use_logic")},
         }
         print(format_table(model, baseline))
@@ -209,8 +213,8 @@ class FaceInsightModule(L.LightningModule):
             print(f"test metrics written to {path}")
 
     def _metrics_path(self) -> Path | None:
-        if self.hparams.metrics_file:
-            return Path(self.hparams.metrics_file)
+        if self.metrics_file:
+            return Path(self.metrics_file)
         log_dir = self.trainer.log_dir if self.trainer is not None else None
         return Path(log_dir) / "test_metrics.json" if log_dir else None
 

@@ -130,7 +130,6 @@ def _build() -> tuple[dict[str, Characteristic], dict[str, tuple[str, ...]]]:
 
 
 VOCAB, GROUPS = _build()
-TASKS: tuple[str, ...] = ("attributes", "age", "gender", "race", "expression")
 
 
 @dataclass(frozen=True)
@@ -179,10 +178,3 @@ def union(schemas: list[Schema]) -> list[str]:
 def prompts(names: list[str]) -> list[str]:
     return [VOCAB[n].prompt for n in names]
 
-
-def task_of(name: str, schema: Schema) -> str:
-    """Metric task of a characteristic within a dataset: its group if the dataset labels the whole group."""
-    group = VOCAB[name].group
-    if group is not None and group in schema.groups:
-        return group
-    return "attributes"

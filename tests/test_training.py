@@ -37,7 +37,7 @@ def test_fit_with_each_module_switched_off(tmp_path, switch):
     report = json.loads((tmp_path / "metrics.json").read_text())
     synth = report["model"]["synthface"]
     for key in ("attributes/accuracy", "attributes/f1", "attributes/mAP", "age/accuracy", "gender/f1",
-                "expression/accuracy", "age/mae", "age/cs@5", "consistency"):  # fmt: skip
+                "expression/accuracy", "age/mae", "age/cs@5", "consistency", "consistency_all"):  # fmt: skip
         assert 0 <= synth[key] <= (100 if key == "age/mae" else 1), key
     assert set(report["majority_baseline"]["synthface"]) == set(synth)
     if switch:
@@ -59,5 +59,6 @@ def test_checkpoint_round_trip_predicts_identically(tmp_path):
         after = restored.predict_step(batch, 0)
     assert torch.equal(before["probs"], after["probs"])
     assert torch.equal(before["preds"], after["preds"])
-    # Consistent decoding satisfies every hard rule.
+    # Consistent decoding satisfies every hard rule, so the consistency metric is 1 by construction.
     assert restored.rules.satisfied(after["preds"])[:, restored.rules.hard].all()
+    assert json.loads((tmp_path / "metrics.json").read_text())["model"]["synthface"]["consistency"] == 1.0
