@@ -47,7 +47,7 @@ def test_fit_with_each_module_switched_off(tmp_path, switch):
 def test_checkpoint_round_trip_predicts_identically(tmp_path):
     cli = fit(tmp_path, "--model.decoding", "consistent")
     path = cli.trainer.checkpoint_callback.best_model_path
-    restored = FaceInsightModule.load_from_checkpoint(path, map_location="cpu").eval()
+    restored = FaceInsightModule.load_from_checkpoint(path, map_location="cpu", decoding="consistent").eval()
     original = cli.model.eval()
     assert restored.model.characteristics == original.model.characteristics
     assert restored.rules.to_text() == original.rules.to_text()
