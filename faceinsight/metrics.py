@@ -190,7 +190,7 @@ class ConsistencyMetrics(Metric):
 class DatasetMetrics(torch.nn.Module):
     """All metrics of one dataset, per task of its schema; indices refer to the model's K characteristics."""
 
-    def __init__(self, schema: Schema, characteristics: list[str], hard_rules: Tensor, has_ages: bool) -> None:
+    def __init__(self, schema: Schema, characteristics: list[str], hard_rules: Tensor) -> None:
         super().__init__()
         position = {name: i for i, name in enumerate(characteristics)}
         # A binary attribute counts here even when it also belongs to a group (CelebA's Male is both the
@@ -202,9 +202,7 @@ class DatasetMetrics(torch.nn.Module):
         for group in schema.groups:
             self.register_buffer(f"{group}_index", torch.tensor([position[n] for n in GROUPS[group]]), persistent=False)
             self.groups[group] = GroupMetrics(len(GROUPS[group]))
-        self.age = (
-            AgeMetrics([AGE_BIN_YEARS[n] for n in GROUPS["age"]]) if has_ages and "age" in schema.groups else None
-        )
+        self.age = AgeMetrics([AGE_BIN_YEARS[n] for n in GROUPS["age"]]) if "age" in schema.groups else None
         self.consistency = ConsistencyMetrics(hard_rules) if len(hard_rules) else None
 
     def update(
@@ -234,7 +232,7 @@ class DatasetMetrics(torch.nn.Module):
             out.update({f"attributes/{k}": v for k, v in self.attributes.compute().items()})
         for group, metric in self.groups.items():
             out.update({f"{group}/{k}": v for k, v in metric.compute().items()})
-        if self.age is not None:
+        if self.age is not None and self.age.count > 0:  # only datasets that give ages in years
             out.update({f"age/{k}": v for k, v in self.age.compute().items()})
         if self.consistency is not None:
             out.update(self.consistency.compute())

@@ -108,7 +108,7 @@ class FaceInsightModule(L.LightningModule):
     def _metrics(self, dm: Any) -> torch.nn.ModuleDict:
         return torch.nn.ModuleDict(
             {
-                name: DatasetMetrics(spec.schema, self.model.characteristics, self.rules.hard.cpu(), has_ages=True)
+                name: DatasetMetrics(spec.schema, self.model.characteristics, self.rules.hard.cpu())
                 for name, spec in zip(dm.dataset_names, dm.specs, strict=True)
             }
         ).to(self.device)

@@ -177,4 +177,3 @@ def union(schemas: list[Schema]) -> list[str]:
 
 def prompts(names: list[str]) -> list[str]:
     return [VOCAB[n].prompt for n in names]
-

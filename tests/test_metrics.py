@@ -102,7 +102,7 @@ def test_consistency_separates_hard_and_soft_rules():
 
 def test_dataset_metrics_split_tasks_by_schema():
     names = list(SCHEMAS["synthface"].characteristics)
-    metrics = DatasetMetrics(SCHEMAS["synthface"], names, torch.zeros(0, dtype=torch.bool), has_ages=True)
+    metrics = DatasetMetrics(SCHEMAS["synthface"], names, torch.zeros(0, dtype=torch.bool))
     assert metrics.attributes.num_labels == 40
     assert set(metrics.groups) == {"age", "gender", "expression"}
     probs = torch.rand(8, len(names))
