@@ -31,6 +31,7 @@ def test_fit_with_each_module_switched_off(tmp_path, switch):
     cli = fit(tmp_path, *([f"--model.{switch}", "false"] if switch else []))
     model = cli.model.model
     assert (model.seg_encoder is None) == (switch == "use_seg")
+    assert cli.datamodule.with_segmaps == (switch != "use_seg")  # linked: no maps are loaded for nothing
     assert (model.gcn is None) == (switch == "use_correlation")
     assert (cli.model.logic_loss is None) == (switch == "use_logic")
     assert model.stats.is_set  # statistics from the training split

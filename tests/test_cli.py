@@ -1,0 +1,41 @@
+"""The `faceinsight` command: composed configs, dotted overrides, --print_config, tools."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from faceinsight.cli import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def print_config(capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", *args, "--print_config"])
+    assert exit_info.value.code in (None, 0)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_configs_compose_and_dotted_overrides_win(tmp_path, capsys):
+    extra = tmp_path / "ablation.yaml"
+    extra.write_text("model:\n  use_correlation: false\n  correlation:\n    omega: 0.6\ntrainer:\n  max_epochs: 2\n")
+    config = print_config(
+        capsys, "-c", str(ROOT / "configs/synthface.yaml"), "-c", str(extra), "--model.use_seg", "false"
+    )
+    assert config["model"]["use_correlation"] is False  # from the second file
+    assert config["model"]["correlation"]["omega"] == 0.6
+    assert config["model"]["correlation"]["tau"] == 0.4  # untouched values of the first file stay
+    assert config["trainer"]["max_epochs"] == 2
+    assert config["model"]["use_seg"] is False  # dotted override
+
+
+@pytest.mark.parametrize("preset", ["synthface", "celebahq64", "paper"])
+def test_presets_parse(preset, capsys):
+    config = print_config(capsys, "-c", str(ROOT / f"configs/{preset}.yaml"))
+    assert config["model"]["use_seg"] and config["model"]["use_correlation"] and config["model"]["use_logic"]
+
+
+def test_unknown_tool_command_says_usage():
+    with pytest.raises(SystemExit, match="usage: faceinsight rules"):
+        run(["rules", "nonsense"])
