@@ -19,6 +19,8 @@ def load_graph(checkpoint: str | Path, tau: float | None = None, omega: float | 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     names = ckpt["hyper_parameters"]["characteristics"]
     config = ckpt["hyper_parameters"].get("correlation") or CorrelationConfig()
+    if isinstance(config, dict):  # saved through the CLI as plain values
+        config = CorrelationConfig(**config)
     stats = CooccurrenceStats(names)
     stats.load_state_dict({k.removeprefix("model.stats."): v for k, v in ckpt["state_dict"].items()
                            if k.startswith("model.stats.")})  # fmt: skip

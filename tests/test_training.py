@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from faceinsight.cli import run
+from faceinsight.graph import load_graph
 from faceinsight.module import FaceInsightModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,9 @@ def test_checkpoint_round_trip_predicts_identically(tmp_path):
     assert restored.rules.to_text() == original.rules.to_text()
     for name in ("m", "n", "known"):
         assert torch.equal(getattr(restored.model.stats, name), getattr(original.model.stats, name))
+    graph = load_graph(path)  # what the notebook inspects
+    assert graph["names"] == original.model.characteristics
+    torch.testing.assert_close(graph["C_hat"], original.model.gcn.adjacency(original.model.stats).cpu())
     batch = next(iter(cli.datamodule.test_dataloader()[0]))
     with torch.no_grad():
         before = original.predict_step(batch, 0)
