@@ -3,7 +3,8 @@
 ``faceinsight fit|validate|test|predict -c configs/<preset>.yaml`` is a
 ``LightningCLI``: several ``-c`` files compose, dotted overrides work
 (``--model.use_seg false``), ``--print_config`` shows the resolved YAML.
-``fit`` also runs the test split on the best checkpoint unless ``--test_after_fit false``.
+``fit`` also runs the test split on the best checkpoint unless ``--test_after_fit false``;
+``predict`` writes one JSON line per test face (``--predictions.output_file``).
 
 Tools beside training:
 ``faceinsight synthface preview`` (a PNG grid of SynthFace samples),
@@ -22,6 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from faceinsight.data.module import FaceDataModule
 from faceinsight.module import FaceInsightModule
+from faceinsight.predict import PredictionWriter
 
 
 class FaceInsightCLI(LightningCLI):
@@ -29,6 +31,7 @@ class FaceInsightCLI(LightningCLI):
         parser.link_arguments("data.characteristics", "model.characteristics", apply_on="instantiate")
         parser.link_arguments("model.use_seg", "data.with_segmaps", apply_on="parse")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split after fit")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")  # what `predict` writes, and where
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):

@@ -89,7 +89,7 @@ class FaceInsightModule(L.LightningModule):
             query=query,
         )
         self.model = FaceInsight(config, list(characteristics))
-        self.rules: RuleSet = load_rules(rules or [], self.model.characteristics)
+        self.rules: RuleSet = load_rules([resolve_rule_file(r) for r in rules or []], self.model.characteristics)
         self.logic_loss = LogicLoss(self.rules, logic_semantics) if use_logic and len(self.rules.rules) else None
         self.eval_metrics: torch.nn.ModuleDict | None = None
         self.baseline_metrics: torch.nn.ModuleDict | None = None
@@ -232,6 +232,17 @@ class FaceInsightModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_rule_file(path: str) -> Path:
+    """A rule file relative to the working directory, else to the project root (where ``rules/`` lives)."""
+    candidate = Path(path)
+    if candidate.exists() or candidate.is_absolute() or not (PROJECT_ROOT / candidate).exists():
+        return candidate
+    return PROJECT_ROOT / candidate
 
 
 def format_table(model: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> str:

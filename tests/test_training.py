@@ -67,3 +67,21 @@ def test_checkpoint_round_trip_predicts_identically(tmp_path):
     # Consistent decoding satisfies every hard rule, so the consistency metric is 1 by construction.
     assert restored.rules.satisfied(after["preds"])[:, restored.rules.hard].all()
     assert json.loads((tmp_path / "metrics.json").read_text())["model"]["synthface"]["consistency"] == 1.0
+
+
+def test_predict_writes_one_line_per_face(tmp_path):
+    cli = fit(tmp_path)
+    out = tmp_path / "predictions.jsonl"
+    run(
+        [
+            "predict", "-c", str(ROOT / "configs/synthface.yaml"), "--data.datasets", TINY,
+            "--data.num_workers", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--ckpt_path", cli.trainer.checkpoint_callback.best_model_path, "--predictions.output_file", str(out),
+        ]
+    )  # fmt: skip
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 16  # num_test in TINY
+    assert len({r["key"] for r in records}) == 16
+    for r in records:
+        assert list(r["probabilities"]) == cli.model.model.characteristics
+        assert r["positive"] == [n for n, p in r["probabilities"].items() if p >= 0.5]

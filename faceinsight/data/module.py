@@ -136,6 +136,7 @@ class ModelView(Dataset):
             "label_mask": mask,
             "age": torch.as_tensor(sample.get("age", float("nan")), dtype=torch.float32),
             "dataset": torch.tensor(self.dataset_index),
+            "key": sample.get("key", str(i)),
         }
         if self.with_segmaps:
             segmap = sample.get("segmap")
