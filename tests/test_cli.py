@@ -39,3 +39,17 @@ def test_presets_parse(preset, capsys):
 def test_unknown_tool_command_says_usage():
     with pytest.raises(SystemExit, match="usage: faceinsight rules"):
         run(["rules", "nonsense"])
+
+
+def test_synthface_preview_command(tmp_path):
+    out = tmp_path / "grid.png"
+    run(["synthface", "preview", "--out", str(out), "--n", "4", "--size", "32"])
+    assert out.stat().st_size > 0
+
+
+def test_rules_audit_command_on_real_celeba(shared_data, capsys):
+    run(["rules", "audit", str(ROOT / "rules/celeba.rules"), "--data", str(shared_data / "celeba")])
+    out = capsys.readouterr().out
+    # Bald -> ~Bangs never fails in CelebA's first 20,000 rows; No_Beard -> ~5_o_Clock_Shadow often does.
+    assert "Bald -> ~Bangs" in out and "No_Beard -> ~5_o_Clock_Shadow" in out
+    assert "20000" in out

@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from faceinsight.cli import run
 from faceinsight.data.base import FaceDataset, Sample
 from faceinsight.segmentation import NUM_CLASSES, SegmapCache, SegSource, make_source, miou, resize_maps
 from faceinsight.segmentation.base import CLASSES, hflip
 from faceinsight.segmentation.cache import cache_identity
 from faceinsight.segmentation.landmarks import chains, split_cycle
-from faceinsight.segmentation.unet import FitConfig, UNetConfig, UNetSource, build_unet, fit, main, save_checkpoint
+from faceinsight.segmentation.unet import FitConfig, UNetConfig, UNetSource, build_unet, fit, save_checkpoint
 from faceinsight.vocab import SCHEMAS
 
 DATA = Path(os.environ.get("FACEINSIGHT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -141,11 +142,26 @@ def test_fit_learns_a_simple_parsing_task() -> None:
 def test_segparser_fit_command_writes_a_checkpoint(tmp_path: Path) -> None:
     pytest.importorskip("faceinsight.synthface")
     out = tmp_path / "p.pt"
-    main(["fit", "--source", "synthface", "--out", str(out), "--steps", "2", "--batch-size", "2", "--num-samples", "4"])
+    run(
+        [
+            "segparser",
+            "fit",
+            "--source",
+            "synthface",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--num-samples",
+            "4",
+        ]
+    )
     source = make_source("unet", checkpoint=out)
     assert source(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape == (1, 64, 64)
     with pytest.raises(ValueError, match="--source"):
-        main(["fit", "--source", "nonsense", "--out", str(out)])
+        run(["segparser", "fit", "--source", "nonsense", "--out", str(out)])
 
 
 # -- the cache

@@ -256,10 +256,14 @@ def training_data(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``fit --source ... --out ckpt [--steps N] [--size 64] ...``: train a U-Net parser and save its checkpoint."""
-    parser = argparse.ArgumentParser(prog="faceinsight segparser", description="train the U-Net face parser")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fit", help="train on SynthFace ground truth, a dataset's ground truth, or landmark-parser maps")
+    """``faceinsight segparser fit --source ... --out ckpt [--steps N] [--size 64] ...``: train and save a U-Net parser.
+
+    ``argv`` is what follows ``segparser fit``.
+    """
+    p = argparse.ArgumentParser(
+        prog="faceinsight segparser fit",
+        description="train the U-Net face parser on SynthFace ground truth, a dataset's ground truth, or landmark maps",
+    )
     p.add_argument("--source", required=True, help="synthface | landmarks:<dataset root> | gt:<dataset root>")
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write")
     p.add_argument("--steps", type=int, default=FitConfig.steps)
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--cache", default=".cache/segmaps", help="segmentation-map cache folder (landmarks: source)")
-    args = parser.parse_args(argv)
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
