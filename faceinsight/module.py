@@ -240,9 +240,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def resolve_rule_file(path: str) -> Path:
     """A rule file relative to the working directory, else to the project root (where ``rules/`` lives)."""
     candidate = Path(path)
-    if candidate.exists() or candidate.is_absolute() or not (PROJECT_ROOT / candidate).exists():
-        return candidate
-    return PROJECT_ROOT / candidate
+    if not candidate.exists() and (PROJECT_ROOT / candidate).exists():
+        return PROJECT_ROOT / candidate
+    return candidate
 
 
 def format_table(model: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> str:

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from faceinsight.data.base import DataFormatError
 from faceinsight.vocab import CELEBA_ATTRIBUTES
@@ -175,11 +176,13 @@ def fit_mixture(
 
 
 def conditional_cooccurrence(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``P[i, j] = m_ij / n_i`` (probability of j given i, DESIGN.md eq. 5) and the counts ``n_i``."""
-    xf = x.astype(np.float64)
-    m = xf.T @ xf
-    n = np.diag(m).copy()
-    return m / np.maximum(n, 1)[:, None], n
+    """``P[i, j] = m_ij / n_i`` (probability of j given i, eq. 5, as the correlation module computes it)
+    and the counts ``n_i``, for a fully labelled bool matrix ``[N, K]``."""
+    from faceinsight.correlation import conditional_probability, cooccurrence_counts
+
+    labels = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    m, n = cooccurrence_counts(labels, torch.ones_like(labels, dtype=torch.bool))
+    return conditional_probability(m, n).numpy(), n.diagonal().numpy().copy()
 
 
 def prior_errors(real: np.ndarray, sampled: np.ndarray) -> dict[str, float]:
