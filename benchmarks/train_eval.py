@@ -1,21 +1,28 @@
-"""Wall time and test metrics of training runs, next to the majority-class baseline.
+"""Wall time, validation score and test metrics of training runs, next to the majority-class baseline.
 
     .venv/bin/python benchmarks/train_eval.py                                  # the main job (synthface.yaml)
     .venv/bin/python benchmarks/train_eval.py --variants no_seg no_correlation no_logic   # ablations
     .venv/bin/python benchmarks/train_eval.py --variants semantic product goedel lukasiewicz
     .venv/bin/python benchmarks/train_eval.py -c configs/celebahq64.yaml -- --trainer.max_epochs 2
+    .venv/bin/python benchmarks/train_eval.py --sweep model.lr=1e-3,2e-3 model.logic_weight=1,4 --jobs 2
 
-Each run is the real command, ``faceinsight fit -c <config> [overrides]``, in a subprocess;
-the figures come from the ``test_metrics.json`` it writes.
+Each run is the real command, ``faceinsight fit -c <config> [overrides]``, in a subprocess with its own
+log folder; the figures come from the ``test_metrics.json`` it writes. ``--sweep`` runs the cartesian
+product of the given values; choose among its runs by the ``val`` column (the checkpoint-selection metric
+on the validation split), never by test figures. ``--jobs N`` runs N at a time with the machine's threads
+split between them.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,41 +31,73 @@ VARIANTS: dict[str, list[str]] = {
     "full": [],
     **{f"no_{m}": [f"--model.use_{m}", "false"] for m in ("seg", "correlation", "logic")},
     **{s: ["--model.logic_semantics", s] for s in ("paper", "semantic", "product", "goedel", "lukasiewicz")},
+    "mean_bce": ["--model.bce_reduction", "mean"],  # the reduction used before eq. 3 was followed
 }
 SHOWN = ("attributes/accuracy", "attributes/f1", "attributes/mAP", "age/accuracy", "age/mae", "gender/accuracy",
          "expression/accuracy", "consistency")  # fmt: skip
 
 
-def run(config: str, name: str, overrides: list[str], out_dir: Path) -> dict:
-    metrics = out_dir / f"{name}.json"
+def sweep_variants(specs: list[str]) -> dict[str, list[str]]:
+    """``["model.lr=1e-3,2e-3", "model.logic_weight=1,4"]`` -> one named variant per combination."""
+    axes = []
+    for spec in specs:
+        key, _, values = spec.partition("=")
+        if not values:
+            raise SystemExit(f"--sweep takes key=v1,v2,...; got {spec!r}")
+        axes.append([(key, v) for v in values.split(",")])
+    return {
+        " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in combo): [a for k, v in combo for a in (f"--{k}", v)]
+        for combo in itertools.product(*axes)
+    }
+
+
+def run(config: str, name: str, overrides: list[str], out_dir: Path, threads: int) -> dict:
+    slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    metrics, logs = out_dir / f"{slug}.json", out_dir / slug
     command = [str(ROOT / ".venv/bin/faceinsight"), "fit", "-c", config, *overrides,
-               "--trainer.enable_progress_bar", "false", "--model.metrics_file", str(metrics)]  # fmt: skip
+               "--trainer.enable_progress_bar", "false", "--model.metrics_file", str(metrics),
+               "--trainer.default_root_dir", str(logs), "--trainer.logger.init_args.save_dir", str(logs)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
     seconds = time.perf_counter() - start
-    return {"name": name, "seconds": seconds, "command": " ".join(command[1:]), **json.loads(metrics.read_text())}
+    report = json.loads(metrics.read_text())
+    selection = (report.get("run") or {}).get("selection") or {}
+    return {"name": name, "seconds": seconds, "threads": threads, "command": " ".join(command[1:]),
+            "val": selection.get("best", float("nan")), "monitor": selection.get("monitor"), **report}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", default="configs/synthface.yaml")
-    parser.add_argument("--variants", nargs="+", default=["full"], choices=sorted(VARIANTS), help="runs to make")
+    parser.add_argument("--variants", nargs="+", default=[], choices=sorted(VARIANTS), help="named runs to make")
+    parser.add_argument("--sweep", nargs="+", default=[], metavar="KEY=V1,V2", help="cartesian product of overrides")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (threads are split between them)")
     parser.add_argument("--out", default="runs/benchmarks")
     parser.add_argument("overrides", nargs="*", help="extra CLI overrides (after --)")
     args = parser.parse_args()
     out_dir = ROOT / args.out
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = [run(args.config, name, args.overrides + VARIANTS[name], out_dir) for name in args.variants]
+    variants = {name: VARIANTS[name] for name in args.variants} | sweep_variants(args.sweep)
+    variants = variants or {"full": []}
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        jobs = [pool.submit(run, args.config, name, args.overrides + extra, out_dir, threads)
+                for name, extra in variants.items()]  # fmt: skip
+        results = [j.result() for j in jobs]
 
     first = results[0]
+    width = max(14, *(len(r["name"]) + 2 for r in results))
     for dataset, baseline in first["majority_baseline"].items():
-        print(f"\n{dataset} ({args.config})")
-        print(f"{'metric':<22}" + "".join(f"{r['name']:>14}" for r in results) + f"{'majority':>14}")
+        print(f"\n{dataset} ({args.config}); val = {first['monitor']} of the selected checkpoint")
+        print(f"{'metric':<22}" + "".join(f"{r['name']:>{width}}" for r in results) + f"{'majority':>14}")
+        print(f"{'val':<22}" + "".join(f"{r['val']:>{width}.4f}" for r in results))
         for key in SHOWN:
             if key in baseline:
-                row = "".join(f"{r['model'][dataset].get(key, float('nan')):>14.4f}" for r in results)
+                row = "".join(f"{r['model'][dataset].get(key, float('nan')):>{width}.4f}" for r in results)
                 print(f"{key:<22}{row}{baseline[key]:>14.4f}")
-    print("\nwall time: " + ", ".join(f"{r['name']} {r['seconds']:.0f} s" for r in results))
+    print(f"\nwall time ({args.jobs} at a time, {threads} threads each): "
+          + ", ".join(f"{r['name']} {r['seconds']:.0f} s" for r in results))  # fmt: skip
     (out_dir / "summary.json").write_text(json.dumps(results, indent=2))
     print(f"details: {out_dir / 'summary.json'}", file=sys.stderr)
 

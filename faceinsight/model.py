@@ -148,8 +148,18 @@ class FaceInsight(nn.Module):
             position_ids=positions.expand(b, -1),
             use_cache=False,
         ).last_hidden_state[:, p:]
+        return self.answer_difference(hidden)
+
+    def answer_difference(self, hidden: Tensor) -> Tensor:
+        """``logit_Yes - logit_No`` from the LLM's last hidden states ``[B, K, D]``, in float32.
+
+        The two rows of the output head are taken and subtracted in float32 before the product, so a bf16 LLM
+        does not round scores near 0.5 to bf16's steps (which would make ties in mAP).
+        """
         head = self.llm.get_output_embeddings()
-        answer = nn.functional.linear(
-            hidden, head.weight[self.answer_ids], head.bias[self.answer_ids] if head.bias is not None else None
-        )
-        return (answer[..., 0] - answer[..., 1]).float()
+        yes, no = head.weight[self.answer_ids].float()
+        out = hidden.float() @ (yes - no)
+        if head.bias is not None:
+            bias = head.bias[self.answer_ids].float()
+            out = out + (bias[0] - bias[1])
+        return out

@@ -1,10 +1,12 @@
 """Training, evaluation and prediction of FaceInsight as a ``LightningModule``.
 
-Loss (eq. 3-4): masked BCE over the labelled characteristics plus
-``lambda * L_c``, the logical constraint loss (eq. 9) compiled from rule files.
-The correlation statistics are computed from the training split when fitting
-starts; they, the compiled rules and the prompt embeddings are saved in every
-checkpoint, so a checkpoint alone predicts.
+Loss (eq. 4): ``L = L_BCE + lambda * L_c``. Both terms are per-sample sums averaged over the
+N samples of a batch, as the paper writes them: eq. 3 sums the BCE over a sample's labelled
+characteristics, eq. 9 sums the violation terms over the M rules; ``logic_weight: 1.0`` is eq. 4.
+The correlation statistics are computed from the training split when fitting starts; they,
+the compiled rules and the prompt embeddings are saved in every checkpoint, so a checkpoint
+alone predicts. Frozen backbones loaded with ``from_pretrained`` are left out of checkpoints
+and reloaded from their source (see :meth:`FaceInsightModule.frozen_pretrained`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +46,11 @@ class FaceInsightModule(L.LightningModule):
         use_logic: the logical constraint loss (eq. 9).
         rules: rule files compiled into the logic loss and the consistency metric.
         logic_semantics: ``paper`` (eq. 9), ``semantic`` (Xu et al. 2018) or a fuzzy t-norm.
-        logic_weight: lambda in eq. 4.
+        logic_weight: lambda in eq. 4 (1.0 is the paper's equation).
+        bce_reduction: ``sum`` (eq. 3: BCE summed over a sample's labelled characteristics, mean over samples) or
+            ``mean`` (mean over all labelled entries of the batch; this project's reduction before it followed
+            eq. 3, kept to reproduce older figures. It weighs the logic loss about K times more, and its balance
+            shifts with each batch's dataset mix).
         decoding: ``threshold`` (P >= 0.5) or ``consistent`` (most probable assignment satisfying the hard rules).
         lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay.
         metrics_file: where the test metrics are written as JSON (default: the logger's folder).
@@ -63,6 +70,7 @@ class FaceInsightModule(L.LightningModule):
         rules: list[str] | None = None,
         logic_semantics: Semantics = "paper",
         logic_weight: float = 1.0,
+        bce_reduction: Literal["sum", "mean"] = "sum",
         decoding: Literal["threshold", "consistent"] = "threshold",
         query: str = "Analyze the facial features in this image.",
         lr: float = 1e-3,
@@ -88,22 +96,61 @@ class FaceInsightModule(L.LightningModule):
             use_correlation=use_correlation,
             query=query,
         )
+        if bce_reduction not in ("sum", "mean"):
+            raise ValueError(f"bce_reduction must be 'sum' (eq. 3) or 'mean', got {bce_reduction!r}")
         self.model = FaceInsight(config, list(characteristics))
         self.rules: RuleSet = load_rules([resolve_rule_file(r) for r in rules or []], self.model.characteristics)
-        self.logic_loss = LogicLoss(self.rules, logic_semantics) if use_logic and len(self.rules.rules) else None
+        self.rules_source = "files"
+        if use_logic and not len(self.rules):
+            what = (
+                f"none of the rules in {rules} names only characteristics" if rules else "no rule files are given for"
+            )
+            raise ValueError(
+                f"use_logic is on but {what} the model predicts ({len(self.model.characteristics)} characteristics "
+                f"from the data module); pass --model.rules with rules over them, or --model.use_logic false"
+            )
+        if self.rules.dropped:
+            log.warning("%d rules dropped (they name characteristics the model does not predict): %s",
+                        len(self.rules.dropped), "; ".join(self.rules.dropped))  # fmt: skip
+        self.logic_loss = LogicLoss(self.rules, logic_semantics) if use_logic else None
         self.eval_metrics: torch.nn.ModuleDict | None = None
         self.baseline_metrics: torch.nn.ModuleDict | None = None
+        self.warnings: list[str] = []  # what ran differently from what was asked: written to test_metrics.json
 
     # ----------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self.trainer is not None else None
+        dm = self._datamodule()
         if stage == "fit" and dm is not None and not self.model.stats.is_set:
             labels, mask = dm.train_label_matrix()
             self.model.stats.update(labels.to(self.device), mask.to(self.device))
             log.info("co-occurrence statistics from %d training samples", labels.shape[0])
-        if dm is not None:
-            self.eval_metrics = self._metrics(dm)
-            self.baseline_metrics = self._metrics(dm)
+
+    def _datamodule(self) -> Any:
+        return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _start_evaluation(self) -> None:
+        """Build the metrics when evaluation starts: after a checkpoint is restored, so its rules are in force."""
+        dm = self._datamodule()
+        if dm is None:
+            raise RuntimeError("evaluation needs the FaceDataModule: its datasets decide the metrics")
+        if not self.model.stats.is_set:
+            what = "co-occurrence statistics were never set (no fit with a data module, no checkpoint)"
+            if self.model.gcn is not None:
+                raise RuntimeError(f"{what}: the correlation graph would be the identity. Run fit or pass --ckpt_path")
+            self._warn(f"{what}: the majority baseline uses positive rates of 0.5")
+        self.eval_metrics = self._metrics(dm)
+        self.baseline_metrics = self._metrics(dm)
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            log.warning(message)
+            self.warnings.append(message)
+
+    def on_validation_start(self) -> None:
+        self._start_evaluation()
+
+    def on_test_start(self) -> None:
+        self._start_evaluation()
 
     def _metrics(self, dm: Any) -> torch.nn.ModuleDict:
         return torch.nn.ModuleDict(
@@ -113,15 +160,64 @@ class FaceInsightModule(L.LightningModule):
             }
         ).to(self.device)
 
+    def frozen_pretrained(self) -> dict[str, str]:
+        """State-dict prefix -> ``from_pretrained`` source of each backbone that is loaded from a source and frozen.
+
+        Their weights are reproducible from the source, so checkpoints leave them out (14 GB at the paper's scale);
+        a backbone built from ``arch``, or one that trains, stays in the checkpoint.
+        """
+        config, model = self.model.config, self.model
+        candidates = {
+            "model.image_encoder.": (config.image_encoder.pretrained, model.image_encoder),
+            "model.seg_encoder.": (config.seg_encoder.checkpoint, model.seg_encoder),
+            "model.llm.": (config.llm.pretrained, model.llm),
+        }
+        return {
+            prefix: str(source)
+            for prefix, (source, module) in candidates.items()
+            if source and module is not None and not any(p.requires_grad for p in module.parameters())
+        }
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["faceinsight"] = {"rules": self.rules.to_text(), "characteristics": self.model.characteristics}
+        state = checkpoint["state_dict"]
+        frozen = self.frozen_pretrained()
+        fingerprints = {}
+        for prefix in frozen:
+            keys = [k for k in state if k.startswith(prefix)]
+            fingerprints[prefix] = _fingerprint([state[k] for k in keys])
+            for k in keys:
+                del state[k]
+        checkpoint["faceinsight"] = {
+            "rules": self.rules.to_text(),
+            "rules_dropped": self.rules.dropped,
+            "characteristics": self.model.characteristics,
+            "restored_from_source": frozen,
+            "fingerprints": fingerprints,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("faceinsight")
-        if saved is not None:  # the rules the model was trained with, whatever the files say now
-            self.rules = parse_rules(saved["rules"], self.model.characteristics, source="<checkpoint>").to(self.device)
-            if self.logic_loss is not None:
-                self.logic_loss = LogicLoss(self.rules, self.hparams.logic_semantics)
+        if saved is None:
+            return
+        # Frozen pretrained backbones were left out: this module loaded them from their sources in __init__.
+        state, own = checkpoint["state_dict"], self.state_dict()
+        for prefix, source in saved.get("restored_from_source", {}).items():
+            weights = {k: v for k, v in own.items() if k.startswith(prefix)}
+            if not weights:
+                raise RuntimeError(
+                    f"the checkpoint expects the frozen backbone {prefix!r} from {source}; none is built"
+                )
+            if saved.get("fingerprints", {}).get(prefix) not in (None, _fingerprint(list(weights.values()))):
+                self._warn(
+                    f"the frozen backbone {prefix!r} loaded from {source} differs from the one it was trained with"
+                )
+            state.update(weights)
+        # The rules the model was trained with, whatever the files say now.
+        self.rules = parse_rules(saved["rules"], self.model.characteristics, source="<checkpoint>").to(self.device)
+        self.rules.dropped = saved.get("rules_dropped", [])
+        self.rules_source = "checkpoint"
+        if self.logic_loss is not None:
+            self.logic_loss = LogicLoss(self.rules, self.hparams.logic_semantics)
 
     # ----------------------------------------------------------------- steps
     def forward(self, image: Tensor, segmap: Tensor | None = None) -> Tensor:
@@ -135,23 +231,35 @@ class FaceInsightModule(L.LightningModule):
         return probs >= 0.5
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """``L = L_BCE + lambda * L_c`` (eq. 4), its parts, and the logits."""
         logits = self.model(batch["image"], batch.get("segmap"))
-        mask = batch["label_mask"]
-        bce = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none")
-        bce = (bce * mask).sum() / mask.sum().clamp_min(1)
-        parts = {"bce": bce}
-        loss = bce
+        parts = {"bce": masked_bce(logits, batch["labels"], batch["label_mask"], self.hparams.bce_reduction)}
+        loss = parts["bce"]
         if self.logic_loss is not None:
-            parts["logic"] = self.logic_loss(torch.sigmoid(logits))
+            parts["logic"] = self.logic_loss(logits)
             loss = loss + self.hparams.logic_weight * parts["logic"]
         return loss, parts, logits
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, parts, _ = self.losses(batch)
+        if not torch.isfinite(loss):
+            self._stop_on_nonfinite(loss, parts, batch)
         b = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
         self.log_dict({f"train/{k}": v for k, v in parts.items()}, batch_size=b)
         return loss
+
+    def _stop_on_nonfinite(self, loss: Tensor, parts: dict[str, Tensor], batch: dict[str, Tensor]) -> None:
+        """Stop training on a NaN or inf loss, naming the step, the loss term and the batch's datasets."""
+        bad = {k: float(v) for k, v in parts.items() if not torch.isfinite(v)} or {"loss": float(loss)}
+        dm = self._datamodule()
+        names = dm.dataset_names if dm is not None else None
+        datasets = sorted({names[i] if names else str(i) for i in batch["dataset"].unique().tolist()})
+        raise FloatingPointError(
+            f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}): "
+            f"{', '.join(f'{k} = {v}' for k, v in bad.items())} on a batch from {', '.join(datasets)} "
+            f"(keys {list(batch['key'][:4]) if 'key' in batch else '?'}...); training stopped"
+        )
 
     def _evaluate(self, batch: dict[str, Tensor], dataloader_idx: int, stage: str) -> None:
         loss, _, logits = self.losses(batch)
@@ -204,6 +312,7 @@ class FaceInsightModule(L.LightningModule):
             },
             "decoding": self.decoding,
             "modules": {k: self.hparams[k] for k in ("use_seg", "use_correlation", "use_logic")},
+            "run": self.run_report(),
         }
         print(format_table(model, baseline))
         path = self._metrics_path()
@@ -211,6 +320,59 @@ class FaceInsightModule(L.LightningModule):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=2))
             print(f"test metrics written to {path}")
+
+    def run_report(self) -> dict[str, Any]:
+        """What actually ran: rules compiled, graph edges, frozen encoders, data splits, decoding, seed, warnings."""
+        hard = int(self.rules.hard.sum())
+        graph = None
+        if self.model.gcn is not None:
+            c_hat = self.model.gcn.adjacency(self.model.stats)
+            off_diagonal = c_hat.clone().fill_diagonal_(0) > 0
+            graph = {
+                "tau": self.model.gcn.config.tau,
+                "omega": self.model.gcn.config.omega,
+                "nodes": len(self.model.characteristics),
+                "edges": int(off_diagonal.sum()),
+                "isolated_nodes": int((off_diagonal.sum(1) == 0).sum()),
+            }
+        config = self.model.config
+        parts = {
+            "image_encoder": (self.model.image_encoder, config.image_encoder.pretrained),
+            "seg_encoder": (self.model.seg_encoder, config.seg_encoder.checkpoint),
+            "llm": (self.model.llm, config.llm.pretrained),
+        }
+        encoders = {
+            name: {"frozen": not any(p.requires_grad for p in module.parameters()), "source": source or "arch"}
+            for name, (module, source) in parts.items()
+            if module is not None
+        }
+        encoders["text_encoder"] = {"frozen": True, "source": config.text_encoder.pretrained}
+        dm = self._datamodule()
+        trainer = self._trainer
+        return {
+            "seed": os.environ.get("PL_GLOBAL_SEED"),
+            "decoding": self.decoding,
+            "loss": {
+                "bce_reduction": self.hparams.bce_reduction,
+                "logic_weight": self.hparams.logic_weight if self.logic_loss is not None else None,
+                "logic_semantics": self.hparams.logic_semantics if self.logic_loss is not None else None,
+            },
+            "rules": {
+                "source": self.rules_source,
+                "files": self.hparams.rules,
+                "compiled": len(self.rules),
+                "hard": hard,
+                "soft": len(self.rules) - hard,
+                "dropped": len(self.rules.dropped),
+            },
+            "graph": graph,
+            "encoders": encoders,
+            "trainable_parameters": self.model.trainable_parameters(),
+            "data": dm.describe() if dm is not None and hasattr(dm, "describe") else None,
+            "checkpoint": trainer.ckpt_path if trainer is not None else None,
+            "selection": _selection(trainer),
+            "warnings": list(self.warnings),
+        }
 
     def _metrics_path(self) -> Path | None:
         if self.metrics_file:
@@ -235,6 +397,30 @@ class FaceInsightModule(L.LightningModule):
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def masked_bce(logits: Tensor, labels: Tensor, mask: Tensor, reduction: Literal["sum", "mean"] = "sum") -> Tensor:
+    """BCE over the labelled characteristics (``mask``). ``sum``: eq. 3, summed over each sample's labelled
+    characteristics and averaged over the samples; ``mean``: averaged over all labelled entries."""
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * mask
+    if reduction == "sum":
+        return bce.sum(1).mean()
+    return bce.sum() / mask.sum().clamp_min(1)
+
+
+def _selection(trainer: L.Trainer | None) -> dict[str, Any] | None:
+    """How the evaluated checkpoint was chosen: the monitored validation metric and its best value."""
+    callback = trainer.checkpoint_callback if trainer is not None else None
+    if callback is None or callback.best_model_score is None:
+        return None
+    return {"monitor": callback.monitor, "best": float(callback.best_model_score), "path": callback.best_model_path}
+
+
+def _fingerprint(tensors: list[Tensor]) -> float:
+    """A cheap checksum of a backbone's weights (sum of the first and last tensors), to notice a changed source."""
+    if not tensors:
+        return 0.0
+    return round(float(tensors[0].double().sum() + tensors[-1].double().sum()), 6)
 
 
 def resolve_rule_file(path: str) -> Path:

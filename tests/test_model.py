@@ -88,3 +88,20 @@ def test_modules_switch_off():
     assert out.shape == (2, 10)
     with pytest.raises(ValueError, match="segmap"):
         FaceInsight(FaceInsightConfig(), NAMES[:3])(torch.rand(1, 3, 64, 64))
+
+
+def test_bf16_llm_gives_float32_answer_differences(model):
+    """Yes-minus-No is taken in float32: a bf16 LLM agrees with float32 and does not round scores into ties."""
+    low = copy.deepcopy(model)
+    low.llm.to(torch.bfloat16)
+    image, segmap = torch.rand(8, 3, 64, 64), torch.randint(0, 19, (8, 64, 64))
+    with torch.no_grad():
+        full, half = model(image, segmap), low(image, segmap)
+    assert half.dtype == torch.float32
+    # A difference rounded in bf16 keeps 8 significant bits: on 8 x K scores most values would collide.
+    assert half.unique().numel() > 0.95 * half.numel()
+    torch.testing.assert_close(half, full, atol=0.05 * full.abs().max().item(), rtol=0)
+    hidden = torch.randn(2, 3, low.llm.config.hidden_size).to(torch.bfloat16)
+    head = low.llm.get_output_embeddings().weight[low.answer_ids].float()
+    want = hidden.float() @ (head[0] - head[1])  # the exact float32 reference
+    torch.testing.assert_close(low.answer_difference(hidden), want)

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from faceinsight.logic.decode import ConsistentDecoder
@@ -41,9 +42,15 @@ _GROUP_CLASSES = {
 
 
 def bernoulli_logs(probs: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log p, log(1 - p))`` of clamped probabilities."""
+    """``(log p, log(1 - p))`` of clamped probabilities (for metrics on given probabilities; losses use logits)."""
     p = probs.clamp(eps, 1 - eps)
     return p.log(), torch.log1p(-p)
+
+
+def logit_logs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p, log(1 - p))`` with ``p = sigmoid(logits)``, exact in log space: no clamp, so the gradient of a
+    confident violation (|logit| >> 14, where a clamped probability would stop it) never vanishes."""
+    return F.logsigmoid(logits), F.logsigmoid(-logits)
 
 
 def count_log_probs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -158,6 +165,7 @@ class RuleSet(nn.Module):
         if unknown or len(set(self.characteristics)) != len(self.characteristics):
             raise ValueError(f"characteristics must be distinct names from VOCAB; unknown: {unknown}")
         self.rules = list(rules)
+        self.dropped: list[str] = []  # rules of the source files left out (they name unpredicted characteristics)
         for r in self.rules:
             if missing := [v for v in r.variables if v not in self.characteristics]:
                 raise ValueError(f"{r.source}:{r.line}: rule {r.text!r} names characteristics not predicted: {missing}")
@@ -196,6 +204,10 @@ class RuleSet(nn.Module):
     def violation_log_prob(self, probs: torch.Tensor) -> torch.Tensor:
         """Exact ``log P(rule j violated)`` ``[B, R]`` under independent Bernoulli predictions ``probs [B, K]``."""
         return self.violations(*bernoulli_logs(probs, self.eps))
+
+    def violation_log_prob_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``violation_log_prob(sigmoid(logits))`` computed in log space, without clamping."""
+        return self.violations(*logit_logs(logits))
 
     def violation_prob(self, probs: torch.Tensor) -> torch.Tensor:
         return self.violation_log_prob(probs).exp()

@@ -1,5 +1,9 @@
 """The logic loss L_c (eq. 9) and the alternative formulations it can be swapped for.
 
+Every loss takes the model's logits ``[B, K]`` (``P(y_k) = sigmoid(logit_k)``, eq. 2). ``paper`` and
+``semantic`` are computed in log space from ``logsigmoid``, with no clamp, so a confidently violated rule
+keeps a gradient however large the logits; the fuzzy logics work on ``sigmoid(logits)``.
+
 ``paper`` (our reading of eq. 9, ``L_c = 1/N sum_i sum_j V_i(rule_j) * P(antecedent_ij)``):
 for a rule whose top-level connective is an implication ``A -> C`` the loss is
 ``P(A) * P(~C)``: the probability that the consequent is violated, weighted by
@@ -26,7 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from faceinsight.logic.compile import EventTable, RuleSet, bernoulli_logs
+from faceinsight.logic.compile import EventTable, RuleSet, logit_logs
 from faceinsight.logic.formula import Connectives, Formula, Implies, Not, evaluate
 
 Semantics = Literal["paper", "semantic", "product", "goedel", "lukasiewicz"]
@@ -61,7 +65,7 @@ def _paper_events(f: Formula) -> tuple[Formula, ...]:
 
 
 class LogicLoss(nn.Module):
-    """Weighted logic loss: ``1/B sum_i sum_j weight_j * loss_ij`` over a batch of probabilities ``[B, K]``."""
+    """Weighted logic loss: ``1/B sum_i sum_j weight_j * loss_ij`` over a batch of logits ``[B, K]`` (eq. 9)."""
 
     def __init__(self, rules: RuleSet, semantics: Semantics = "paper") -> None:
         super().__init__()
@@ -80,18 +84,19 @@ class LogicLoss(nn.Module):
             member[owner, torch.arange(len(events))] = 1.0
             self.register_buffer("member", member, persistent=False)
 
-    def per_rule(self, probs: torch.Tensor) -> torch.Tensor:
+    def per_rule(self, logits: torch.Tensor) -> torch.Tensor:
         """Unweighted loss of each rule on each sample: ``[B, R]``."""
+        if not self.rules.rules:
+            return logits.new_zeros(len(logits), 0)
         if self.semantics in FUZZY:
+            probs = torch.sigmoid(logits)
             values = {name: probs[:, k] for k, name in enumerate(self.rules.characteristics)}
             logic = FUZZY[self.semantics]
-            if not self.rules.rules:
-                return probs.new_zeros(len(probs), 0)
             return 1 - torch.stack([evaluate(r.formula, values, logic) for r in self.rules.rules], 1)
-        log_events = self.events(*bernoulli_logs(probs, self.rules.eps))
+        log_events = self.events(*logit_logs(logits))
         log_joint = log_events @ self.member.to(log_events.dtype).T
         return log_joint.exp() if self.semantics == "paper" else -log_joint
 
-    def forward(self, probs: torch.Tensor) -> torch.Tensor:
-        """Scalar loss (eq. 9 for ``paper``)."""
-        return (self.per_rule(probs) * self.rules.weights.to(probs.dtype)).sum(1).mean()
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scalar loss: sum over rules, mean over samples (eq. 9 for ``paper``)."""
+        return (self.per_rule(logits) * self.rules.weights.to(logits.dtype)).sum(1).mean()

@@ -171,16 +171,22 @@ def _parse(text: str, source: str, base: Path, stack: tuple[Path, ...], seen: se
 
 
 def _rule_set(rules: list[Rule], characteristics: Sequence[str]) -> RuleSet:
-    """Keep the rules whose characteristics the model predicts; log one line per dropped rule."""
+    """Keep the rules whose characteristics the model predicts; log one line per dropped rule.
+
+    The dropped rules are kept as ``RuleSet.dropped`` (``file:line: rule``) so a run can report them.
+    """
     wanted = set(characteristics)
-    kept = []
+    kept, dropped = [], []
     for r in rules:
         missing = [v for v in r.variables if v not in wanted]
         if missing:
             log.info("%s:%d: rule %r dropped: the model does not predict %s", r.source, r.line, r.text, missing)
+            dropped.append(f"{r.source}:{r.line}: {r.text}")
         else:
             kept.append(r)
-    return RuleSet(kept, characteristics)
+    rule_set = RuleSet(kept, characteristics)
+    rule_set.dropped = dropped
+    return rule_set
 
 
 def parse_rules(text: str, characteristics: Sequence[str], source: str = "<string>") -> RuleSet:
