@@ -4,7 +4,8 @@
 ``LightningCLI``: several ``-c`` files compose, dotted overrides work
 (``--model.use_seg false``), ``--print_config`` shows the resolved YAML.
 ``fit`` also runs the test split on the best checkpoint unless ``--test_after_fit false``;
-``predict`` writes one JSON line per test face (``--predictions.output_file``).
+``predict`` writes one JSON line per test face, or per image of ``--data.predict_images <folder | list.txt>``
+(``--predictions.output_file``; see ``faceinsight.predict``).
 
 Tools beside training:
 ``faceinsight synthface preview`` (a PNG grid of SynthFace samples),

@@ -155,9 +155,13 @@ class TextEncoder(nn.Module):
             path = resolve_pretrained(config.pretrained)
             self.model = _text_model_from_pretrained(path)
             self.tokenizer: PreTrainedTokenizerBase | None = AutoTokenizer.from_pretrained(path)
-        else:
-            arch = dict(config.arch or {})
-            self.model = AutoModel.from_config(AutoConfig.for_model(arch.pop("model_type"), **arch))
+        else:  # the architecture only: from ``arch``, else from the pretrained folder's config (no weights read)
+            if config.arch:
+                arch = dict(config.arch)
+                model_config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+            else:
+                model_config = AutoConfig.from_pretrained(resolve_pretrained(config.pretrained))
+            self.model = AutoModel.from_config(model_config)
             self.tokenizer = None
         set_trainable(self.model, False).eval()
 
@@ -215,8 +219,8 @@ def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, 
     if config.pretrained and load_weights:
         llm = AutoModelForCausalLM.from_pretrained(config.pretrained, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(config.pretrained)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(config.tokenizer)) if load_weights else None
+    else:  # a tokenizer is a few local files: load it even without weights, so the vocabulary size is right
+        tokenizer = None if config.pretrained else AutoTokenizer.from_pretrained(resolve_pretrained(config.tokenizer))
         arch = dict(config.arch)
         if tokenizer is not None:
             arch.setdefault("vocab_size", len(tokenizer))

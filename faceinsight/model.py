@@ -10,6 +10,7 @@ depend on the order of the characteristics. Each answer is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from faceinsight.encoders import (
     TextEncoderConfig,
     build_llm,
 )
-from faceinsight.vocab import prompts
+from faceinsight.vocab import SCHEMAS, prompts, union
 
 
 class Adapter(nn.Sequential):
@@ -118,6 +119,27 @@ class FaceInsight(nn.Module):
             name: sum(p.numel() for p in child.parameters() if p.requires_grad) for name, child in self.named_children()
         }
 
+    def backbones(self) -> dict[str, tuple[nn.Module | None, str | None]]:
+        """Each backbone (None when switched off) and its ``from_pretrained`` source (None when built from arch)."""
+        c = self.config
+        return {
+            "image_encoder": (self.image_encoder, c.image_encoder.pretrained),
+            "seg_encoder": (self.seg_encoder, c.seg_encoder.checkpoint),
+            "llm": (self.llm, c.llm.pretrained),
+        }
+
+    def frozen_pretrained(self) -> dict[str, str]:
+        """State-dict prefix -> source of each backbone that is loaded from a source and frozen.
+
+        Their weights are reproducible from the source, so checkpoints leave them out (about 14 GB at the paper's
+        scale); a backbone built from ``arch``, or one that trains, stays in the checkpoint.
+        """
+        return {
+            f"{name}.": str(source)
+            for name, (module, source) in self.backbones().items()
+            if source and module is not None and not any(p.requires_grad for p in module.parameters())
+        }
+
     def characteristic_embeddings(self) -> Tensor:
         """``T_hat`` (eq. 8) projected by A_t: ``[K, D]``."""
         t = self.prompt_embeddings
@@ -163,3 +185,21 @@ class FaceInsight(nn.Module):
             bias = head.bias[self.answer_ids].float()
             out = out + (bias[0] - bias[1])
         return out
+
+
+def preset_architecture(path: str | Path) -> tuple[FaceInsightConfig, list[str]]:
+    """The model section of a preset YAML, parsed with the CLI's typed signature, and its characteristics.
+
+    For building a preset's exact architecture without weights, e.g. ``with torch.device("meta"):
+    FaceInsight(config, names, load_weights=False)``.
+    """
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    preset = yaml.safe_load(Path(path).read_text())
+    parser = ArgumentParser()
+    parser.add_class_arguments(FaceInsightConfig, "config")
+    keys = {f.name for f in FaceInsightConfig.__dataclass_fields__.values()}
+    cfg = parser.parse_object({"config": {k: v for k, v in preset["model"].items() if k in keys}})
+    names = union([SCHEMAS[d.get("kind", "synthface")] for d in preset["data"]["datasets"]])
+    return parser.instantiate_classes(cfg).config, names

@@ -161,22 +161,8 @@ class FaceInsightModule(L.LightningModule):
         ).to(self.device)
 
     def frozen_pretrained(self) -> dict[str, str]:
-        """State-dict prefix -> ``from_pretrained`` source of each backbone that is loaded from a source and frozen.
-
-        Their weights are reproducible from the source, so checkpoints leave them out (14 GB at the paper's scale);
-        a backbone built from ``arch``, or one that trains, stays in the checkpoint.
-        """
-        config, model = self.model.config, self.model
-        candidates = {
-            "model.image_encoder.": (config.image_encoder.pretrained, model.image_encoder),
-            "model.seg_encoder.": (config.seg_encoder.checkpoint, model.seg_encoder),
-            "model.llm.": (config.llm.pretrained, model.llm),
-        }
-        return {
-            prefix: str(source)
-            for prefix, (source, module) in candidates.items()
-            if source and module is not None and not any(p.requires_grad for p in module.parameters())
-        }
+        """State-dict prefix -> source of each frozen ``from_pretrained`` backbone (see ``FaceInsight``)."""
+        return {f"model.{prefix}": source for prefix, source in self.model.frozen_pretrained().items()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
@@ -335,18 +321,12 @@ class FaceInsightModule(L.LightningModule):
                 "edges": int(off_diagonal.sum()),
                 "isolated_nodes": int((off_diagonal.sum(1) == 0).sum()),
             }
-        config = self.model.config
-        parts = {
-            "image_encoder": (self.model.image_encoder, config.image_encoder.pretrained),
-            "seg_encoder": (self.model.seg_encoder, config.seg_encoder.checkpoint),
-            "llm": (self.model.llm, config.llm.pretrained),
-        }
         encoders = {
             name: {"frozen": not any(p.requires_grad for p in module.parameters()), "source": source or "arch"}
-            for name, (module, source) in parts.items()
+            for name, (module, source) in self.model.backbones().items()
             if module is not None
         }
-        encoders["text_encoder"] = {"frozen": True, "source": config.text_encoder.pretrained}
+        encoders["text_encoder"] = {"frozen": True, "source": self.model.config.text_encoder.pretrained}
         dm = self._datamodule()
         trainer = self._trainer
         return {

@@ -371,13 +371,33 @@ def test_utkface_partial_race_masks_and_ages(tmp_path: Path) -> None:
     assert float(ds[by_key["25"]]["age"]) == 25.0
 
 
-def test_utkface_malformed_names(tmp_path: Path) -> None:
+# The release's known faulty names (utkface.py's docstring): a missing or empty field is skipped by default;
+# a stray space or a missing dot keeps all labels and loads.
+QUIRKS = ["39_1_20170116174525125.jpg.chip.jpg", "61_1_20170109142408075.jpg.chip.jpg", "53__0_20170116184028385.jpg"]
+READABLE = ["24_0_1_20170116220224657 .jpg.chip.jpg", "55_0_0_20170116232725357jpg.chip.jpg"]
+
+
+def test_utkface_known_quirks_load_with_defaults(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for i, name in enumerate(["30_0_1_20170109150557335.jpg", *QUIRKS, *READABLE]):
+        jpeg(tmp_path / name, COLORS[i % 4])
+    ds = UTKFace(tmp_path)
+    assert sorted(ds.keys) == sorted(["30_0_1_20170109150557335.jpg", *READABLE])
+    assert sorted(ds.ages().tolist()) == [24.0, 30.0, 55.0] and ds.skipped_quirks == sorted(QUIRKS)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "skipped 3 image(s)" in warnings[0] and all(q in warnings[0] for q in QUIRKS)
+    with pytest.raises(DataFormatError, match=r"39_1_20170116174525125\.jpg\.chip\.jpg.*not <age>_<gender>"):
+        UTKFace(tmp_path, known_quirks="raise")
+
+
+@pytest.mark.parametrize(("name", "what"), [("999_0_0_20170109150557335.jpg", "age 999"),
+                                            ("30_7_0_20170109150557335.jpg", "gender 7"),
+                                            ("30_0_20170109.jpg", "not <age>_<gender>")])  # fmt: skip
+def test_utkface_unexpected_names_raise(tmp_path: Path, name: str, what: str) -> None:
     jpeg(tmp_path / "30_0_1_20170109150557335.jpg", COLORS[0])
-    jpeg(tmp_path / "61_1_20170109142408075.jpg.chip.jpg", COLORS[1])  # a real UTKFace name without race
-    with pytest.raises(DataFormatError, match=r"61_1_20170109142408075\.jpg\.chip\.jpg.*not <age>_<gender>"):
+    jpeg(tmp_path / name, COLORS[1])
+    with pytest.raises(DataFormatError, match=what):
         UTKFace(tmp_path)
-    ds = UTKFace(tmp_path, on_error="skip")
-    assert ds.keys == ["30_0_1_20170109150557335.jpg"]
+    assert UTKFace(tmp_path, on_error="skip").keys == ["30_0_1_20170109150557335.jpg"]
 
 
 # ----------------------------------------------------------------------------- RAF-DB and ExpW
@@ -486,8 +506,13 @@ def test_real_celebahq(name: str, rows: int, size: int) -> None:
         s = ds[i]
         assert s["key"] == f"CelebA-HQ-img/{i + 1}.jpg" and s["image"].shape == (3, size, size)
         assert torch.equal(s["labels"], labels[i])
-    if rows == 27000:
-        assert [len(CelebAMaskHQ(real(name), split=s)) for s in ("train", "val", "test")] == [24000, 1500, 1500]
+    if rows == 27000:  # CelebA's official partition through the mapping (tests/test_splits.py)
+        assert [len(CelebAMaskHQ(real(name), split=s)) for s in ("train", "val", "test")] == [21732, 2704, 2564]
+
+
+def test_real_utkface_loads_with_defaults() -> None:
+    ds = load_dataset(real("utkface"), kind="utkface")
+    assert len(ds) == 4922 and len(ds.skipped_quirks) == 2  # type: ignore[attr-defined]
 
 
 def test_real_celebamaskhq_samples() -> None:

@@ -96,3 +96,12 @@ def test_parsing_maps_are_computed_and_cached_for_datasets_without_masks(tmp_pat
     assert list((tmp_path / "cache").rglob("*")), "the maps were written to the on-disk cache"
     with pytest.raises(ValueError, match="no parsing maps of its own"):
         FaceDataModule([DatasetSpec("fairface", root=str(tmp_path / "fairface"))], num_workers=0).setup("fit")
+
+
+def test_roots_replace_dataset_folders_by_name_or_index():
+    specs = [DatasetSpec("fairface", root="a"), DatasetSpec("fairface", root="b"), DatasetSpec("celeba", root="c")]
+    dm = FaceDataModule(specs, roots={"fairface1": "/new/b", "2": "/new/c"})
+    assert dm.dataset_names == ["fairface0", "fairface1", "celeba"]
+    assert [s.root for s in dm.specs] == ["a", "/new/b", "/new/c"] and specs[1].root == "b"
+    with pytest.raises(ValueError, match="names one dataset twice"):
+        FaceDataModule(specs, roots={"celeba": "x", "2": "y"})

@@ -4,11 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from jsonargparse import ArgumentParser
 
-from faceinsight.model import FaceInsight, FaceInsightConfig
-from faceinsight.vocab import SCHEMAS, union
+from faceinsight.model import FaceInsight, preset_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,16 +16,7 @@ def adapter_params(d_in: int, d_out: int) -> int:
 
 @pytest.fixture(scope="module")
 def paper_model() -> FaceInsight:
-    model_cfg = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())["model"]
-    # Parse the model section with the same typed signature the CLI uses.
-    parser = ArgumentParser()
-    parser.add_class_arguments(FaceInsightConfig, "config")
-    keys = {"image_encoder", "seg_encoder", "text_encoder", "llm", "correlation", "use_seg", "use_correlation"}
-    cfg = parser.parse_object({"config": {k: v for k, v in model_cfg.items() if k in keys}})
-    config = parser.instantiate_classes(cfg).config
-    names = union(
-        [SCHEMAS[d["kind"]] for d in yaml.safe_load((ROOT / "configs/paper.yaml").read_text())["data"]["datasets"]]
-    )
+    config, names = preset_architecture(ROOT / "configs/paper.yaml")  # the CLI's typed signature
     with torch.device("meta"):
         return FaceInsight(config, names, load_weights=False)
 
@@ -51,3 +39,11 @@ def test_paper_only_adapters_and_gcn_train(paper_model):
     assert trainable["gcn"] == 2 * 768 * 768  # two bias-free GCN layers (eq. 8)
     for frozen in ("image_encoder", "seg_encoder", "llm", "stats"):
         assert trainable[frozen] == 0
+
+
+def test_paper_checkpoint_leaves_out_every_frozen_pretrained_backbone(paper_model):
+    assert paper_model.frozen_pretrained() == {
+        "image_encoder.": "FLIP-dataset/FLIP-large-14",
+        "seg_encoder.": "checkpoints/vit_base_patch16_224.safetensors",
+        "llm.": "lmsys/vicuna-7b-v1.5",
+    }

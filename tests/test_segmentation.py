@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -264,6 +265,35 @@ def test_cache_rebuilds_a_truncated_file_and_handles_mixed_sizes(tmp_path: Path)
     assert source.calls > 0
 
 
+class DarkBlindSource(CountingSource):
+    """Like the landmark parser, finds no face in some images (mean below 127) and draws them all background."""
+
+    def __init__(self) -> None:
+        super().__init__("dark-blind")
+        self.last_missed: list[int] = []
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        dark = images.float().mean(dim=(1, 2, 3)) < 127
+        self.last_missed = dark.nonzero().flatten().tolist()
+        return super().__call__(images) * (~dark).long()[:, None, None]
+
+
+@pytest.mark.parametrize("mixed_sizes", [False, True])
+def test_cache_records_the_images_a_parser_found_no_face_in(tmp_path: Path, mixed_sizes: bool) -> None:
+    dataset, cache = ToyFaces(9, mixed_sizes=mixed_sizes), SegmapCache(tmp_path)
+    dark = [i for i in range(9) if dataset[i]["image"].float().mean() < 127]
+    assert 0 < len(dark) < 9
+    loaded = cache.load(dataset, DarkBlindSource(), size=8, batch_size=4)
+    assert loaded.missed == dark and loaded.faces_missed == len(dark)
+    sidecar = json.loads(loaded.path.with_suffix(".json").read_text())  # type: ignore[union-attr]
+    assert sidecar["faces_missed"] == len(dark) and sidecar["missed_indices"] == dark
+    assert SegmapCache(tmp_path).load(dataset, DarkBlindSource(), size=8).missed == dark  # a hit reads the sidecar
+    del sidecar["missed_indices"]  # a sidecar from before the indices were recorded: all-background maps
+    loaded.path.with_suffix(".json").write_text(json.dumps(sidecar))  # type: ignore[union-attr]
+    assert set(SegmapCache(tmp_path).load(dataset, DarkBlindSource(), size=8).missed or []) >= set(dark)
+    assert cache.load(dataset, CountingSource(), size=8).missed is None  # a parser that cannot miss
+
+
 # -- the landmark parser on a real photo
 
 
@@ -301,3 +331,4 @@ def test_landmark_parser_maps_faceless_images_to_background(landmarks: SegSource
     out = landmarks(torch.full((2, 3, 48, 64), 127, dtype=torch.uint8))
     assert out.shape == (2, 48, 64) and int(out.abs().sum()) == 0
     assert landmarks.faces_missed == before + 2  # type: ignore[attr-defined]
+    assert landmarks.last_missed == [0, 1]

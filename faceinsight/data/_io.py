@@ -22,7 +22,7 @@ from typing import Literal, ParamSpec, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from faceinsight.data.base import DataFormatError, FaceDataset, OnError, Sample, skip_or_raise, to_uint8_chw
 from faceinsight.vocab import Schema
@@ -192,6 +192,12 @@ def read_attribute_file(path: Path, attributes: Sequence[str], on_error: OnError
     )
 
 
+def listing(items: Sequence[str], limit: int = 10) -> str:
+    """``items`` comma-separated for a log message, the first ``limit`` of them and how many more."""
+    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
 def binary_labels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """{-1, 0, 1} attribute values -> float32 labels (1 where positive) and a mask (False where 0 = undefined)."""
     return (values == 1).astype(np.float32), values != 0
@@ -253,12 +259,13 @@ def carve_val(codes: np.ndarray, groups: Sequence[str], val_fraction: float, see
 # ----------------------------------------------------------------------------- images
 
 
-def read_rgb(path: Path, box: Sequence[int] | None = None) -> torch.Tensor:
+def read_rgb(path: Path, box: Sequence[int] | None = None, upright: bool = False) -> torch.Tensor:
     """Decode an image fully to uint8 ``[3, H, W]`` RGB, optionally cropped to ``box`` = (left, top, right, bottom)
-    clipped to the image. A missing, truncated or undecodable file raises DataFormatError naming it."""
+    clipped to the image. ``upright`` applies the EXIF orientation (phone photos store it there; dataset images
+    are stored upright). A missing, truncated or undecodable file raises DataFormatError naming it."""
     try:
         with Image.open(path) as im:
-            rgb = im.convert("RGB")  # forces a full decode: a truncated JPEG raises here, not later
+            rgb = (ImageOps.exif_transpose(im) if upright else im).convert("RGB")  # a full decode: errors raise here
     except FileNotFoundError:
         raise DataFormatError(path, None, "image file is missing") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -426,6 +433,11 @@ class TableDataset(FaceDataset):
     @property
     def keys(self) -> list[str]:
         return self._table.keys
+
+    @property
+    def image_dir(self) -> Path:
+        """The folder the first record's image is expected in (what a labels-only open did not find)."""
+        return (self.image_root / self._table.files[0]).parent if len(self) else self.image_root
 
     def __len__(self) -> int:
         return len(self._table.files)

@@ -53,6 +53,7 @@ class FaceDataset(Dataset, ABC):
 
     schema: Schema
     has_segmaps: bool = False
+    split_method: str = "unknown"  # how train/val/test were formed, for reports (e.g. "hash of file name")
 
     @property
     def name(self) -> str:
@@ -71,6 +72,36 @@ class FaceDataset(Dataset, ABC):
     def ages(self) -> torch.Tensor:
         """Ages in years, float ``[N]``, NaN where unknown. Datasets with ages override this."""
         return torch.full((len(self),), float("nan"))
+
+
+class FaceSubset(FaceDataset):
+    """Items ``indices`` of ``dataset``, labels and images together (e.g. without the faces a parser missed)."""
+
+    def __init__(self, dataset: FaceDataset, indices: np.ndarray) -> None:
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        self.schema, self.has_segmaps, self.split_method = dataset.schema, dataset.has_segmaps, dataset.split_method
+
+    @property
+    def keys(self) -> list[str]:
+        keys = getattr(self.dataset, "keys", None)
+        keys = keys() if callable(keys) else keys
+        if keys is None:
+            raise AttributeError(f"{self.dataset.name} has no keys")
+        return [keys[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.dataset[int(self.indices[index])]
+
+    def label_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        labels, mask = self.dataset.label_matrix()
+        rows = torch.from_numpy(self.indices)
+        return labels[rows], mask[rows]
+
+    def ages(self) -> torch.Tensor:
+        return self.dataset.ages()[torch.from_numpy(self.indices)]
 
 
 def skip_or_raise(policy: OnError, error: DataFormatError) -> None:

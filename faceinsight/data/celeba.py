@@ -48,6 +48,7 @@ class CelebA(TableDataset):
     """CelebA's 40 attributes; ``split`` follows the official partition file."""
 
     schema = SCHEMAS["celeba"]
+    split_method = f"official CelebA partition ({PARTITION_FILE})"
 
     @gc_paused
     def __init__(
@@ -77,6 +78,8 @@ class CelebA(TableDataset):
                     keep[i] = False
         elif split != "all":
             raise DataFormatError(root, None, f"split {split!r} needs {PARTITION_FILE}, which is missing")
+        else:
+            self.split_method = f"none ({PARTITION_FILE} is missing)"
         image_dir = next((d for d in IMAGE_DIRS if (root / d).is_dir()), IMAGE_DIR)
         labels, mask = binary_labels(attrs.values)
         table = Table(

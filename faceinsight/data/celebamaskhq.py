@@ -8,11 +8,19 @@ with nearest-neighbour. Pre-assembled maps (``g_mask.py``'s output ``CelebAMaskH
 beside the images) are read with ``masks="assembled"``.
 
 Image numbers are taken from the annotation rows, never assumed: the official release numbers images from 0,
-the project's resized copies (``celebahq64``, ``celebahq256``) from 1. Splits are row ranges in file order.
+the project's resized copies (``celebahq64``, ``celebahq256``) from 1.
+
+Splits (``split_by``): CelebA-HQ's faces are CelebA images, so CelebA's official, identity-disjoint partition
+(``list_eval_partition.txt``) applies through the dataset's own ``CelebA-HQ-to-CelebA-mapping.txt`` (rows
+``<idx> <orig_idx> <orig_file>``, header ``idx orig_idx orig_file`` optional). Row ``<n>.jpg`` is matched to the
+mapping row whose ``idx`` is n, the number in the row's name: the official release names image idx n ``<n>.jpg``
+(0..29999), and in the project's 1-based copies row ``<n>.jpg`` is also the image with idx n. Without a mapping
+or partition file, splits are row ranges in file order, which put the same people in train and test.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Literal
@@ -31,14 +39,23 @@ from faceinsight.data._io import (
     binary_labels,
     existing,
     find_file,
+    fixed_width,
     gc_paused,
     read_attribute_file,
     read_label_png,
+    read_lines,
 )
 from faceinsight.data.base import DataFormatError, OnError, skip_or_raise
+from faceinsight.data.celeba import PARTITION_FILE, read_partition
 from faceinsight.vocab import CELEBA_ATTRIBUTES, SCHEMAS
 
+log = logging.getLogger(__name__)
+
 ATTR_FILE = "CelebAMask-HQ-attribute-anno.txt"
+MAPPING_FILE = "CelebA-HQ-to-CelebA-mapping.txt"
+# Where CelebA's partition file is looked for (relative to the dataset root) when ``partition_file`` is None:
+# the root itself, then a sibling CelebA folder (flat or with the Google-Drive ``Eval/``), as in ../shared/data.
+PARTITION_DIRS: tuple[str, ...] = (".", "Eval", "../celeba", "../celeba/Eval", "../CelebA", "../CelebA/Eval")
 IMAGE_DIR = "CelebA-HQ-img"
 PARTS_DIR = "CelebAMask-HQ-mask-anno"
 ASSEMBLED_DIR = "CelebAMaskHQ-mask"  # where g_mask.py writes assembled maps
@@ -53,6 +70,10 @@ NUM_CLASSES = len(CLASSES)  # 19
 # Row ranges (1-based, inclusive, annotation-file order) of the project's 27,000-face preset (celebahq64).
 DEFAULT_SPLIT_RANGES: dict[str, tuple[int, int]] = {"train": (1, 24000), "val": (24001, 25500), "test": (25501, 27000)}
 MaskFormat = Literal["auto", "parts", "assembled", "none"]
+SplitBy = Literal["auto", "official", "rows"]
+OFFICIAL_SPLIT = f"official CelebA partition via {MAPPING_FILE}"
+ROWS_SPLIT = "row ranges (not identity-disjoint)"
+_warned_roots: set[Path] = set()  # the row-range fallback warns once per folder and process
 _NUMBERED_JPG = re.compile(r"^(\d+)\.jpg$")
 
 
@@ -82,8 +103,55 @@ def image_numbers(source: Path, names: list[str], lines: np.ndarray, on_error: O
     return numbers, keep
 
 
+@gc_paused
+def read_mapping(path: Path, on_error: OnError) -> dict[int, tuple[str, int]]:
+    """``CelebA-HQ-to-CelebA-mapping.txt``: image idx -> (CelebA file name, line). The header is optional."""
+    rows = [(n, s.split()) for n, s in read_lines(path)]
+    if rows and rows[0][1][:1] == ["idx"]:
+        rows = rows[1:]
+    out: dict[int, tuple[str, int]] = {}
+    for line, (idx, _, orig_file) in fixed_width(path, rows, 3, on_error):
+        if not idx.isdigit():
+            skip_or_raise(on_error, DataFormatError(path, line, f"idx {idx!r} is not a number"))
+        elif int(idx) in out:
+            skip_or_raise(on_error, DataFormatError(path, line, f"idx {idx} repeats line {out[int(idx)][1]}"))
+        else:
+            out[int(idx)] = (orig_file, line)
+    return out
+
+
+def official_codes(
+    source: Path, numbers: list[int], lines: np.ndarray, mapping_path: Path, partition_path: Path, on_error: OnError
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split code of each row from CelebA's partition of its source image (row ``<n>.jpg`` = mapping idx n), and a
+    keep mask: a number missing from the mapping, or a source image missing from the partition, is an error."""
+    mapping, partition = read_mapping(mapping_path, on_error), read_partition(partition_path, on_error)
+    codes, keep = np.full(len(numbers), NO_SPLIT, np.int8), np.ones(len(numbers), dtype=bool)
+    for i, n in enumerate(numbers):
+        if n < 0:  # a malformed row name, already reported by image_numbers
+            continue
+        if n not in mapping:
+            error = DataFormatError(source, int(lines[i]) or None, f"image number {n} is not in {mapping_path}")
+        elif (orig_file := mapping[n][0]) not in partition:
+            msg = f"{orig_file!r} (source of image {n}) is not in {partition_path}"
+            error = DataFormatError(mapping_path, mapping[n][1], msg)
+        else:
+            codes[i] = partition[orig_file]
+            continue
+        skip_or_raise(on_error, error)
+        keep[i] = False
+    return codes, keep
+
+
 class CelebAMaskHQ(TableDataset):
-    """CelebAMask-HQ's 40 attributes and, where the folder has them, 19-class parsing maps (``segmap``)."""
+    """CelebAMask-HQ's 40 attributes and, where the folder has them, 19-class parsing maps (``segmap``).
+
+    ``split_by``: ``"official"`` = CelebA's identity-disjoint partition through the mapping file (an error when
+    either file is missing); ``"rows"`` = ``split_ranges`` (default :data:`DEFAULT_SPLIT_RANGES`); ``"auto"``
+    (default) = rows when ``split_ranges`` is given, else official when both files are found, else the default row
+    ranges with a warning. ``partition_file``: CelebA's ``list_eval_partition.txt`` (a path relative to the working
+    directory, like ``root``); None looks in :data:`PARTITION_DIRS` under the root. ``split_method`` says which.
+    """
 
     schema = SCHEMAS["celebamaskhq"]
 
@@ -99,6 +167,8 @@ class CelebAMaskHQ(TableDataset):
         masks: MaskFormat = "auto",
         image_dir: str | None = None,
         mask_dir: str | None = None,
+        split_by: SplitBy = "auto",
+        partition_file: str | None = None,
     ) -> None:
         root = Path(root)
         if image_dir is None:
@@ -129,6 +199,12 @@ class CelebAMaskHQ(TableDataset):
         self.mask_root = root / mask_dir
         numbers, keep = image_numbers(attr_path or root, names, lines, on_error)
         self._number_of = dict(zip(table.keys, numbers, strict=True))  # key -> image number, as the row names it
+        official = _official_files(root, split_by, split_ranges, partition_file)
+        self.split_method = ROWS_SPLIT
+        if official is not None:
+            table.split, found = official_codes(attr_path or root, numbers, lines, *official, on_error)
+            keep &= found
+            self.split_method = OFFICIAL_SPLIT
         table = table.select(keep)
         self._parts: dict[int, np.ndarray] = {}  # image number -> bool [18]: which part masks exist
         if self.has_segmaps:
@@ -189,6 +265,37 @@ class CelebAMaskHQ(TableDataset):
         return bool(names) and all((root / n.replace(".jpg", ".png")).is_file() for n in names)
 
     markers = f"{ATTR_FILE} (with {IMAGE_DIR}/, {PARTS_DIR}/), or <n>.jpg images with <n>.png label maps"
+
+
+def _official_files(
+    root: Path, split_by: SplitBy, split_ranges: dict[str, tuple[int, int]] | None, partition_file: str | None
+) -> tuple[Path, Path] | None:
+    """(mapping file, partition file) when splitting by CelebA's official partition, None for row ranges."""
+    if split_by not in ("auto", "official", "rows"):
+        raise ValueError(f"split_by must be auto, official or rows, got {split_by!r}")
+    if split_by == "rows" or (split_by == "auto" and split_ranges is not None):
+        return None
+    mapping = root / MAPPING_FILE
+    if partition_file is not None:
+        partition: Path | None = Path(partition_file)
+        if not partition.is_file():
+            raise DataFormatError(partition, None, "partition file not found (partition_file)")
+    else:
+        partition = find_file(root, PARTITION_FILE, PARTITION_DIRS)
+    if mapping.is_file() and partition is not None:
+        return mapping, partition
+    missing = [str(mapping)] if not mapping.is_file() else []
+    missing += [] if partition is not None else [f"{PARTITION_FILE} in {[str(root / d) for d in PARTITION_DIRS]}"]
+    if split_by == "official":
+        raise DataFormatError(root, None, f"split_by='official' needs {' and '.join(missing)}")
+    if root.resolve() not in _warned_roots:
+        _warned_roots.add(root.resolve())
+        log.warning(
+            "%s: no %s, so splitting by row ranges %s: NOT identity-disjoint (the same people are in train and "
+            "test); add the mapping and CelebA's partition file for the official split", root, " or ".join(missing),
+            DEFAULT_SPLIT_RANGES,
+        )  # fmt: skip
+    return None
 
 
 def _numbered_jpgs(folder: Path) -> list[str]:

@@ -62,6 +62,7 @@ class ExpW(TableDataset):
     """ExpW's expressions on face crops; split by a hash of the photo name."""
 
     schema = SCHEMAS["expw"]
+    split_method = "hash of photo name"
 
     @gc_paused
     def __init__(

@@ -40,6 +40,7 @@ class FairFace(TableDataset):
     """FairFace's age bin (9), gender (2) and race (7), all labelled."""
 
     schema = SCHEMAS["fairface"]
+    split_method = "official label files (val file = test); val hashed from the train file"
 
     @gc_paused
     def __init__(

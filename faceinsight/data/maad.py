@@ -56,6 +56,7 @@ class MAADFace(TableDataset):
     """MAAD-Face's 47 attributes; undefined (0) annotations are masked out."""
 
     schema = SCHEMAS["maad"]
+    split_method = "hash of identity"
 
     @gc_paused
     def __init__(

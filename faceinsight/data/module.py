@@ -11,9 +11,9 @@ so that metrics are reported per dataset.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
-from faceinsight.data.base import FaceDataset, Sample
+from faceinsight.data.base import FaceDataset, FaceSubset, Sample
 from faceinsight.vocab import SCHEMAS, Schema, union
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class DatasetSpec:
         segmap_options: keyword arguments of the segmentation source (e.g. ``checkpoint`` for ``unet``).
         options: keyword arguments of the loader; ``synthface`` takes ``num_train``, ``num_val``,
             ``num_test``, ``seed`` and any ``SynthFaceConfig`` field.
+        no_face: what to do with the faces a computed-map source finds no face in (the landmark parser
+            misses 83 of celebahq64's 27,000): ``"background"`` keeps them with an all-background map,
+            ``"drop"`` removes them from the split (labels and image together).
     """
 
     kind: str = "synthface"
@@ -51,6 +54,11 @@ class DatasetSpec:
     segmaps: str = "dataset"
     segmap_options: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    no_face: Literal["background", "drop"] = "background"
+
+    def __post_init__(self) -> None:
+        if self.no_face not in ("background", "drop"):
+            raise ValueError(f"no_face must be 'background' or 'drop', got {self.no_face!r}")
 
     @property
     def schema(self) -> Schema:
@@ -68,15 +76,45 @@ def open_split(spec: DatasetSpec, split: str) -> FaceDataset:
         sizes = {s: opts.pop(f"num_{s}", d) for s, d in zip(SPLITS, (8000, 1000, 2000), strict=True)}
         seed = opts.pop("seed", 0)
         # Splits are disjoint by seed: the renderer is deterministic per (seed, index).
-        return SynthFace(sizes[split], seed=seed * 10 + SPLITS.index(split), config=SynthFaceConfig(**opts))
+        synth = SynthFace(sizes[split], seed=seed * 10 + SPLITS.index(split), config=SynthFaceConfig(**opts))
+        synth.split_method = "rendered with a seed per split"
+        return synth
     if spec.root is None or not Path(spec.root).is_dir():
         raise FileNotFoundError(
-            f"dataset {spec.kind!r}: folder {spec.root!r} not found; point data.datasets[i].root at the dataset "
-            f"in its native layout (e.g. --data.datasets.0.root /path/to/{spec.kind})"
+            f"dataset {spec.kind!r}: folder {spec.root!r} not found; point its root at the dataset in its native "
+            f"layout (--data.roots.<dataset name> <folder>, e.g. --data.roots.{spec.kind} /path/to/{spec.kind})"
         )
     from faceinsight.data.registry import load_dataset
 
     return load_dataset(spec.root, kind=spec.kind, split=split, **spec.options)
+
+
+def with_roots(specs: list[DatasetSpec], names: list[str], roots: dict[str, str]) -> list[DatasetSpec]:
+    """``specs`` with the folders of ``roots`` (keyed by dataset name, as in ``names``, or list index)."""
+    index = {n: i for i, n in enumerate(names)} | {str(i): i for i in range(len(specs))}
+    unknown = sorted(set(roots) - set(index))
+    if unknown:
+        raise ValueError(f"data.roots names {unknown}, which are not in this mix: use {names} or 0..{len(specs) - 1}")
+    targets = [index[key] for key in roots]
+    if len(set(targets)) < len(targets):
+        raise ValueError(f"data.roots {sorted(roots)} names one dataset twice")
+    out = list(specs)
+    for target, root in zip(targets, roots.values(), strict=True):
+        out[target] = replace(out[target], root=root)
+    return out
+
+
+class RowsOf:
+    """Rows ``index`` of an array, read lazily: a subset of a memory-mapped segmap cache without copying it."""
+
+    def __init__(self, array: np.ndarray, index: np.ndarray) -> None:
+        self.array, self.index = array, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.array[self.index[i]]
 
 
 class ModelView(Dataset):
@@ -88,10 +126,11 @@ class ModelView(Dataset):
         characteristics: list[str],
         image_size: int,
         dataset_index: int,
-        segmaps: np.ndarray | None = None,
+        segmaps: np.ndarray | RowsOf | None = None,
         with_segmaps: bool = True,
         cache: bool = False,
     ) -> None:
+        self.about: dict[str, Any] = {}  # what FaceDataModule.describe reports about this view
         self.dataset = dataset
         self.image_size = image_size
         self.dataset_index = dataset_index
@@ -168,6 +207,9 @@ class FaceDataModule(L.LightningDataModule):
 
     Args:
         datasets: the datasets of the mix.
+        roots: dataset folders that replace the ``root`` of ``datasets``, keyed by dataset name
+            (:attr:`dataset_names`: the kind, or kind + index when a kind repeats) or list index, e.g.
+            ``--data.roots.celebamaskhq /path/to/celebahq64`` to point a preset at one's own copy.
         batch_size: samples per batch.
         num_workers: DataLoader worker processes.
         image_size: side of the square faces in a batch; the model resizes to its encoders' sizes.
@@ -177,11 +219,18 @@ class FaceDataModule(L.LightningDataModule):
         cache_samples: keep decoded samples in memory after their first use (for data that fits in RAM,
             such as SynthFace, whose rendering then happens once instead of every epoch). Each worker
             process holds its own cache, so pair it with ``num_workers: 0`` or persistent workers.
+        predict_images: ``predict`` on these unlabelled images instead of the test splits: a folder (searched
+            recursively) or a text file with one image path per line (see ``faceinsight.data.images``).
+        predict_segmaps: the face parser, ``landmarks`` or ``unet``, that draws their parsing maps (default: the
+            first dataset's ``segmaps``); unused when the model has no segmentation modality.
+        predict_segmap_options: its keyword arguments, e.g. ``{checkpoint: parser.ckpt}`` for ``unet`` (default:
+            the first dataset's ``segmap_options`` when the parser is the same).
     """
 
     def __init__(
         self,
         datasets: list[DatasetSpec] | None = None,
+        roots: dict[str, str] | None = None,
         batch_size: int = 64,
         num_workers: int = 2,
         image_size: int = 64,
@@ -189,9 +238,14 @@ class FaceDataModule(L.LightningDataModule):
         with_segmaps: bool = True,
         segmap_cache: str = ".cache/segmaps",
         cache_samples: bool = False,
+        predict_images: str | None = None,
+        predict_segmaps: str | None = None,
+        predict_segmap_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.specs = datasets or [DatasetSpec()]
+        if roots:
+            self.specs = with_roots(self.specs, self.dataset_names, roots)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
@@ -199,6 +253,9 @@ class FaceDataModule(L.LightningDataModule):
         self.with_segmaps = with_segmaps
         self.segmap_cache = segmap_cache
         self.cache_samples = cache_samples
+        self.predict_images = predict_images
+        self.predict_segmaps = predict_segmaps
+        self.predict_segmap_options = predict_segmap_options
         self.splits: dict[str, list[ModelView]] = {}
 
     @property
@@ -219,7 +276,15 @@ class FaceDataModule(L.LightningDataModule):
 
     def _view(self, i: int, spec: DatasetSpec, split: str) -> ModelView:
         dataset = open_split(spec, split)
-        segmaps = None
+        where = f"dataset {self.dataset_names[i]} ({spec.kind} at {spec.root}), split {split!r}"
+        if len(dataset) == 0:
+            raise ValueError(f"{where} is empty: check the folder and the loader's split options")
+        if not getattr(dataset, "images", True):  # the loader found labels but no image folder
+            image_dir = getattr(dataset, "image_dir", spec.root)
+            raise ValueError(f"{where}: no images at {image_dir}; training and evaluation need the images")
+        about: dict[str, Any] = {"kind": spec.kind, "root": spec.root, "split_method": dataset.split_method,
+                                 "segmaps": None, "faces_missed": None, "no_face": spec.no_face}  # fmt: skip
+        segmaps: np.ndarray | RowsOf | None = None
         if self.with_segmaps and not dataset.has_segmaps:
             if spec.segmaps == "dataset":
                 raise ValueError(
@@ -229,10 +294,32 @@ class FaceDataModule(L.LightningDataModule):
             from faceinsight.segmentation import SegmapCache, make_source
 
             source = make_source(spec.segmaps, **spec.segmap_options)
-            segmaps = SegmapCache(self.segmap_cache).get(dataset, source, size=self.image_size)
-        return ModelView(
+            cached = SegmapCache(self.segmap_cache).load(dataset, source, size=self.image_size)
+            segmaps, missed = cached.maps, cached.missed
+            about |= {"segmaps": source.name, "faces_missed": cached.faces_missed}
+            if missed is not None:
+                fate = "dropped" if spec.no_face == "drop" else "kept with all-background maps"
+                log.info("%s: no face found in %d of %d images by %s: %s", where, len(missed), len(dataset),
+                         source.name, fate)  # fmt: skip
+            if missed and spec.no_face == "drop":
+                keep = np.setdiff1d(np.arange(len(dataset)), missed)
+                dataset, segmaps = FaceSubset(dataset, keep), RowsOf(cached.maps, keep)
+        elif self.with_segmaps:
+            about["segmaps"] = "dataset"
+        view = ModelView(
             dataset, self.characteristics, self.image_size, i, segmaps, self.with_segmaps, self.cache_samples
         )
+        view.about = {"size": len(view), **about}
+        return view
+
+    def describe(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """What data ran, JSON-ready: per dataset name and opened split, its size, root, kind, split_method,
+        segmaps (``"dataset"``, a parser's name, or None when off), faces_missed (None when the maps cannot
+        miss a face) and no_face policy."""
+        return {
+            name: {split: self.splits[split][i].about for split in SPLITS if split in self.splits}
+            for i, name in enumerate(self.dataset_names)
+        }
 
     def train_label_matrix(self) -> tuple[Tensor, Tensor]:
         """Labels ``[N, K]`` and mask of the whole training split: the correlation module's statistics."""
@@ -244,9 +331,14 @@ class FaceDataModule(L.LightningDataModule):
         return torch.cat(labels), torch.cat(masks)
 
     def setup(self, stage: str) -> None:
+        if stage == "predict" and self.predict_images:
+            self.image_views()
+            return
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
+        validating = self.trainer is None or self.trainer.limit_val_batches != 0
         for split in splits:
-            self.views(split)
+            if split != "val" or validating:  # with validation off, Lightning never asks for the val split
+                self.views(split)
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         return DataLoader(
@@ -274,4 +366,24 @@ class FaceDataModule(L.LightningDataModule):
         return [self._loader(v) for v in self.views("test")]
 
     def predict_dataloader(self) -> list[DataLoader]:
+        if self.predict_images:
+            return [self._loader(v) for v in self.image_views()]
         return self.test_dataloader()
+
+    def image_views(self) -> list[ModelView]:
+        """``predict_images`` as the one predict dataset, with parsing maps from ``predict_segmaps`` (cached)."""
+        if "images" not in self.splits:
+            from faceinsight.data.images import ImageFiles, predict_parser
+
+            images = ImageFiles(self.predict_images, self.characteristics)
+            segmaps = None
+            if self.with_segmaps:
+                from faceinsight.segmentation import SegmapCache, make_source
+
+                kind, options = predict_parser(self.specs[0], self.predict_segmaps, self.predict_segmap_options)
+                # Small batches: photos are parsed at up to 512 px, where a U-Net's full-size logits are large.
+                cache = SegmapCache(self.segmap_cache)
+                segmaps = cache.get(images, make_source(kind, **options), size=self.image_size, batch_size=8)
+            view = ModelView(images, self.characteristics, self.image_size, 0, segmaps, self.with_segmaps)
+            self.splits["images"] = [view]
+        return self.splits["images"]

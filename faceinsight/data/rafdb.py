@@ -36,6 +36,7 @@ class RAFDB(TableDataset):
     """RAF-DB's basic expressions; ``aligned`` picks the 100x100 aligned crops or the original images."""
 
     schema = SCHEMAS["rafdb"]
+    split_method = "official train_/test_ prefix; val hashed from train"
 
     @gc_paused
     def __init__(

@@ -4,7 +4,8 @@
 markdown table row per rule with its support (samples labelled for all of the
 rule's characteristics), violations, rate, and the tag the rate suggests: a rule is
 worth calling hard only when the labels break it in fewer than ``--hard-below``
-(default 0.5%) of the supported samples.
+(default 0.5%) of the supported samples. It reads the training split by default: tags chosen on test rows would
+let the test labels shape the model (``--split all`` includes them and says so).
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ def markdown_table(rows: Sequence[dict], hard_below: float = HARD_BELOW) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """``faceinsight rules audit <rules...> --data <dataset folder> [--kind K] [--split S] [--hard-below R]``."""
+    """``faceinsight rules audit <rules...> --data <dataset folder> [--kind K] [--split train|val|all]
+    [--hard-below R]``."""
     parser = argparse.ArgumentParser(prog="faceinsight rules audit", description=__doc__.splitlines()[0])
     parser.add_argument("rules", nargs="+", type=Path, help="rule files")
     parser.add_argument("--data", required=True, type=Path, help="dataset folder in its native format")
     parser.add_argument("--kind", default=None, help="dataset kind (autodetected from the files when omitted)")
-    parser.add_argument("--split", default="all")
+    parser.add_argument(
+        "--split", default="train", choices=("train", "val", "all"), help="rows to audit (never test alone)"
+    )
     parser.add_argument(
         "--hard-below", type=float, default=HARD_BELOW, help="violation rate below which to suggest hard"
     )
@@ -76,5 +80,9 @@ def main(argv: list[str]) -> None:
     dataset = load_dataset(args.data, kind=args.kind, split=args.split)
     labels, mask = dataset.label_matrix()
     rules = load_rules(args.rules, list(dataset.schema.characteristics))
-    print(f"{dataset.name}: {len(labels)} samples, {len(rules)} rules apply\n")
+    split = f"split {args.split} ({getattr(dataset, 'split_method', 'unknown')})"
+    print(f"{dataset.name} ({args.data}), {split}: {len(labels)} samples, {len(rules)} rules apply")
+    if args.split == "all":
+        print("note: --split all includes the test rows; choose tags on the training split")
+    print()
     print(markdown_table(audit(rules, labels, mask), args.hard_below))

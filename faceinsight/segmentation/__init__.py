@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from faceinsight.segmentation.base import CLASSES, NUM_CLASSES, SegSource, resize_maps
-from faceinsight.segmentation.cache import SegmapCache
+from faceinsight.segmentation.cache import CachedMaps, SegmapCache
 from faceinsight.segmentation.miou import miou
 
-__all__ = ["CLASSES", "NUM_CLASSES", "SegSource", "SegmapCache", "make_source", "miou", "resize_maps"]
+__all__ = ["CLASSES", "NUM_CLASSES", "CachedMaps", "SegSource", "SegmapCache", "make_source", "miou", "resize_maps"]
 
 
 def make_source(kind: Literal["landmarks", "unet"], **kwargs: Any) -> SegSource:

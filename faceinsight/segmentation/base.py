@@ -34,9 +34,14 @@ FLIP_PERMUTATION = _flip_permutation()  # class id -> its id in the mirrored ima
 
 
 class SegSource(ABC):
-    """A face parser: uint8 RGB images ``[B, 3, H, W]`` -> int64 class maps ``[B, H, W]``."""
+    """A face parser: uint8 RGB images ``[B, 3, H, W]`` -> int64 class maps ``[B, H, W]``.
+
+    A parser that can fail to find a face (and then returns an all-background map) sets :attr:`last_missed` to the
+    indices, within its last batch, of the images it found none in; None means it cannot miss.
+    """
 
     name: str
+    last_missed: list[int] | None = None
 
     @abstractmethod
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...

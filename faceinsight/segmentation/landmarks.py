@@ -266,6 +266,7 @@ class LandmarkParser(SegSource):
         )
         self.images_seen = 0
         self.faces_missed = 0
+        self.last_missed: list[int] = []
         self._mesh: Any = None
         self._selfie: Any = None
 
@@ -308,13 +309,14 @@ class LandmarkParser(SegSource):
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
         out = torch.zeros((images.shape[0], *images.shape[2:]), dtype=torch.long)
-        missed = 0
+        self.last_missed = []
         for i, img in enumerate(images.permute(0, 2, 3, 1).contiguous().numpy()):
             label = self.parse(img)
             if label is None:
-                missed += 1
+                self.last_missed.append(i)
             else:
                 out[i] = torch.from_numpy(label.astype(np.int64))
+        missed = len(self.last_missed)
         self.images_seen += len(images)
         self.faces_missed += missed
         if missed:  # per batch at debug level; the cache logs the total when a build ends
