@@ -47,7 +47,12 @@ def resolve_pretrained(name: str) -> str:
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
+    """Freeze (no gradients, eval mode: no dropout, fixed features) or unfreeze a backbone.
+
+    Lightning keeps each submodule's train/eval mode as set here (it only warns that some are in eval mode).
+    """
     module.requires_grad_(trainable)
+    module.train(trainable)
     return module
 
 
