@@ -39,6 +39,8 @@ SHOWN = ("attributes/accuracy", "attributes/f1", "attributes/mAP", "age/accuracy
 
 def sweep_variants(specs: list[str]) -> dict[str, list[str]]:
     """``["model.lr=1e-3,2e-3", "model.logic_weight=1,4"]`` -> one named variant per combination."""
+    if not specs:
+        return {}
     axes = []
     for spec in specs:
         key, _, values = spec.partition("=")
