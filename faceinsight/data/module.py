@@ -140,7 +140,7 @@ class ModelView(Dataset):
         missing = [n for n in dataset.schema.characteristics if n not in position]
         if missing:
             raise ValueError(f"the model does not predict {missing}, which {dataset.name} labels")
-        self.index = torch.tensor([position[n] for n in dataset.schema.characteristics])
+        self.index = torch.tensor([position[n] for n in dataset.schema.characteristics], dtype=torch.long)
         self.k = len(characteristics)
         self.cache: dict[int, Sample] | None = {} if cache else None
 
