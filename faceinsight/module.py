@@ -128,8 +128,9 @@ class FaceInsightModule(L.LightningModule):
     def _datamodule(self) -> Any:
         return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
 
-    def _start_evaluation(self) -> None:
-        """Build the metrics when evaluation starts: after a checkpoint is restored, so its rules are in force."""
+    def _start_evaluation(self, with_baseline: bool) -> None:
+        """Build the metrics when evaluation starts: after a checkpoint is restored, so its rules are in force.
+        The majority baseline is scored on the test split only."""
         dm = self._datamodule()
         if dm is None:
             raise RuntimeError("evaluation needs the FaceDataModule: its datasets decide the metrics")
@@ -139,7 +140,7 @@ class FaceInsightModule(L.LightningModule):
                 raise RuntimeError(f"{what}: the correlation graph would be the identity. Run fit or pass --ckpt_path")
             self._warn(f"{what}: the majority baseline uses positive rates of 0.5")
         self.eval_metrics = self._metrics(dm)
-        self.baseline_metrics = self._metrics(dm)
+        self.baseline_metrics = self._metrics(dm) if with_baseline else None
 
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -147,10 +148,10 @@ class FaceInsightModule(L.LightningModule):
             self.warnings.append(message)
 
     def on_validation_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation(with_baseline=False)
 
     def on_test_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation(with_baseline=True)
 
     def _metrics(self, dm: Any) -> torch.nn.ModuleDict:
         return torch.nn.ModuleDict(
