@@ -5,12 +5,15 @@
     .venv/bin/python benchmarks/train_eval.py --variants semantic product goedel lukasiewicz
     .venv/bin/python benchmarks/train_eval.py -c configs/celebahq64.yaml -- --trainer.max_epochs 2
     .venv/bin/python benchmarks/train_eval.py --sweep model.lr=1e-3,2e-3 model.logic_weight=1,4 --jobs 2
+    .venv/bin/python benchmarks/train_eval.py -c configs/celebahq64.yaml --variants full resnet18_ei specialist \
+        --seeds 3 --jobs 2 -- --trainer.max_time 00:00:08:00      # the specialist side by side, equal wall clock
 
 Each run is the real command, ``faceinsight fit -c <config> [overrides]``, in a subprocess with its own
 log folder; the figures come from the ``test_metrics.json`` it writes. ``--sweep`` runs the cartesian
 product of the given values; choose among its runs by the ``val`` column (the checkpoint-selection metric
 on the validation split), never by test figures. ``--jobs N`` runs N at a time with the machine's threads
-split between them.
+split between them. ``--seeds N`` runs every variant with seeds 0..N-1 and prints mean +- standard deviation
+(sample std, ddof 1) per variant.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +37,9 @@ VARIANTS: dict[str, list[str]] = {
     **{f"no_{m}": [f"--model.use_{m}", "false"] for m in ("seg", "correlation", "logic")},
     **{s: ["--model.logic_semantics", s] for s in ("paper", "semantic", "product", "goedel", "lukasiewicz")},
     "mean_bce": ["--model.bce_reduction", "mean"],  # the reduction used before eq. 3 was followed
+    # The specialist ("Beyond Specialization") and FaceInsight on its backbone: overlays composed on the preset.
+    "specialist": ["-c", "configs/specialist.yaml"],
+    "resnet18_ei": ["-c", "configs/specialist_backbone.yaml"],
 }
 SHOWN = ("attributes/accuracy", "attributes/f1", "attributes/mAP", "age/accuracy", "age/mae", "gender/accuracy",
          "expression/accuracy", "consistency")  # fmt: skip
@@ -69,11 +77,32 @@ def run(config: str, name: str, overrides: list[str], out_dir: Path, threads: in
             "val": selection.get("best", float("nan")), "monitor": selection.get("monitor"), **report}  # fmt: skip
 
 
+def print_seed_summary(results: list[dict], config: str) -> None:
+    """Mean +- std over seeds of each variant (runs named ``<variant> seed=<s>``), per dataset and metric."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["name"].rsplit(" seed=", 1)[0], []).append(r)
+    width = max(22, *(len(n) + 4 for n in groups))
+    for dataset in results[0]["majority_baseline"]:
+        print(f"\n{dataset} ({config}): mean +- std over seeds (n per variant: "
+              + ", ".join(f"{n} {len(g)}" for n, g in groups.items()) + ")")  # fmt: skip
+        print(f"{'metric':<22}" + "".join(f"{name:>{width}}" for name in groups))
+        for key in ("val", "seconds", *(k for k in SHOWN if k in results[0]["model"][dataset])):
+            cells = []
+            for runs in groups.values():
+                values = [r["val"] if key == "val" else r["seconds"] if key == "seconds" else
+                          r["model"][dataset].get(key, math.nan) for r in runs]  # fmt: skip
+                std = statistics.stdev(values) if len(values) > 1 else math.nan
+                cells.append(f"{statistics.mean(values):.4f} +- {std:.4f}")
+            print(f"{key:<22}" + "".join(f"{c:>{width}}" for c in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", default="configs/synthface.yaml")
     parser.add_argument("--variants", nargs="+", default=[], choices=sorted(VARIANTS), help="named runs to make")
     parser.add_argument("--sweep", nargs="+", default=[], metavar="KEY=V1,V2", help="cartesian product of overrides")
+    parser.add_argument("--seeds", type=int, default=0, help="run each variant with seeds 0..N-1; report mean +- std")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (threads are split between them)")
     parser.add_argument("--out", default="runs/benchmarks")
     parser.add_argument("overrides", nargs="*", help="extra CLI overrides (after --)")
@@ -82,6 +111,9 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     variants = {name: VARIANTS[name] for name in args.variants} | sweep_variants(args.sweep)
     variants = variants or {"full": []}
+    if args.seeds:
+        variants = {f"{name} seed={seed}": [*extra, "--seed_everything", str(seed)]
+                    for name, extra in variants.items() for seed in range(args.seeds)}  # fmt: skip
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         jobs = [pool.submit(run, args.config, name, args.overrides + extra, out_dir, threads)
@@ -98,6 +130,8 @@ def main() -> None:
             if key in baseline:
                 row = "".join(f"{r['model'][dataset].get(key, float('nan')):>{width}.4f}" for r in results)
                 print(f"{key:<22}{row}{baseline[key]:>14.4f}")
+    if args.seeds:
+        print_seed_summary(results, args.config)
     print(f"\nwall time ({args.jobs} at a time, {threads} threads each): "
           + ", ".join(f"{r['name']} {r['seconds']:.0f} s" for r in results))  # fmt: skip
     (out_dir / "summary.json").write_text(json.dumps(results, indent=2))

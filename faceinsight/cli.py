@@ -3,6 +3,9 @@
 ``faceinsight fit|validate|test|predict -c configs/<preset>.yaml`` is a
 ``LightningCLI``: several ``-c`` files compose, dotted overrides work
 (``--model.use_seg false``), ``--print_config`` shows the resolved YAML.
+The model is any ``FaceModule`` class (``subclass_mode_model``): a ``model`` section without ``class_path``, as the
+presets write it, is ``FaceInsightModule``; ``--model SpecialistModule`` or ``-c configs/specialist.yaml`` trains the
+specialist (``faceinsight.specialist``) with the same data, loss and metrics.
 ``fit`` also runs the test split on the best checkpoint unless ``--test_after_fit false``;
 ``predict`` writes one JSON line per test face, or per image of ``--data.predict_images <folder | list.txt>``
 (``--predictions.output_file``; see ``faceinsight.predict``).
@@ -17,20 +20,52 @@ Tools beside training:
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import sys
+from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from faceinsight.data.module import FaceDataModule
-from faceinsight.module import FaceInsightModule
+from faceinsight.module import FaceInsightModule, FaceModule
 from faceinsight.predict import PredictionWriter
+from faceinsight.specialist import SpecialistModule  # noqa: F401  (imported: `--model SpecialistModule` resolves)
+
+DEFAULT_MODEL = f"{FaceInsightModule.__module__}.{FaceInsightModule.__name__}"
+
+
+def uses_segmaps(model: Namespace) -> bool:
+    """Whether the model reads parsing maps: FaceInsight's ``use_seg``; a model without that argument reads none."""
+    return bool(model.init_args.get("use_seg", False))
+
+
+class FaceInsightParser(LightningArgumentParser):
+    """Dumps the default model's section as its plain init arguments, the way presets write it: ``--print_config``,
+    the run's ``config.yaml`` and checkpoints' hyper-parameters read as before the model class became switchable.
+    Another class keeps its ``class_path``."""
+
+    def dump(self, namespace: Namespace, format: str = "parser_mode", **kwargs: Any) -> str:
+        text = super().dump(namespace, format, **kwargs)
+        if format not in ("parser_mode", "yaml") or self.parser_mode != "yaml" or kwargs.get("with_comments"):
+            return text
+        config = yaml.safe_load(text)
+        section = config.get(namespace.get("subcommand"), config)
+        model = section.get("model")
+        if not isinstance(model, dict) or model.get("class_path") != DEFAULT_MODEL:
+            return text
+        section["model"] = {**model.get("init_args", {}), **model.get("dict_kwargs", {})}
+        header = "".join(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
+        return header + yaml.safe_dump(config, default_flow_style=False, allow_unicode=True, sort_keys=False)
 
 
 class FaceInsightCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.characteristics", "model.characteristics", apply_on="instantiate")
-        parser.link_arguments("model.use_seg", "data.with_segmaps", apply_on="parse")
+        parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}})
+        parser.link_arguments("data.characteristics", "model.init_args.characteristics", apply_on="instantiate")
+        parser.link_arguments("model", "data.with_segmaps", compute_fn=uses_segmaps, apply_on="parse")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run the test split after fit")
         parser.add_lightning_class_args(PredictionWriter, "predictions")  # what `predict` writes, and where
 
@@ -44,10 +79,12 @@ class FaceInsightCLI(LightningCLI):
 
 def _lightning(argv: list[str] | None) -> FaceInsightCLI:
     return FaceInsightCLI(
-        FaceInsightModule,
+        FaceModule,
         FaceDataModule,
+        subclass_mode_model=True,
         args=argv,  # None: read sys.argv
         save_config_kwargs={"overwrite": True},
+        parser_class=FaceInsightParser,
     )
 
 

@@ -6,7 +6,9 @@ weights with ``from_pretrained``; ``arch`` (keyword arguments of the model's
 config class) builds the same architecture from scratch. The default preset
 uses small ``arch`` configs; ``configs/paper.yaml`` names the paper's checkpoints
 and also spells out their architectures so that they can be built on the meta
-device without weights.
+device without weights. timm backbones (E_s, E_i with ``timm_model``, the specialist's)
+take ``arch`` as ``timm.create_model`` keyword arguments and read weights only from a
+local file (:func:`create_timm_model`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Literal
 import timm
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -56,9 +59,47 @@ def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
     return module
 
 
+def create_timm_model(
+    name: str, arch: dict[str, Any], checkpoint: str | None = None, load_weights: bool = True, **kwargs: Any
+) -> nn.Module:
+    """``timm.create_model(name, **kwargs, **arch)``; with ``checkpoint``, the weights come from that local file
+    (timm's ``pretrained_cfg_overlay``), never from a hub. ``load_weights=False`` builds the architecture only."""
+    kwargs = dict(kwargs, **arch)
+    if checkpoint and load_weights:
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=checkpoint))
+    return timm.create_model(name, **kwargs)
+
+
+class PixelNorm(nn.Module):
+    """Images in [0, 1], as the data module gives them -> ``(image - mean) / std`` per channel, the statistics the
+    backbone's weights expect (CLIP's, or the timm model's own: :meth:`of_timm`)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    @classmethod
+    def of_timm(cls, model: nn.Module) -> PixelNorm:
+        """The mean and std of a timm model's pretrained config (ImageNet's when it names none)."""
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        return cls(tuple(cfg.get("mean", IMAGENET_DEFAULT_MEAN)), tuple(cfg.get("std", IMAGENET_DEFAULT_STD)))
+
+    def forward(self, image: Tensor) -> Tensor:
+        return (image - self.mean) / self.std
+
+
 @dataclass
 class ImageEncoderConfig:
-    """E_i: a CLIP ViT (``CLIPVisionModel``). The paper uses FLIP-80M's ViT-L/14."""
+    """E_i: a CLIP ViT (``CLIPVisionModel``; the paper uses FLIP-80M's ViT-L/14), or a timm backbone (``timm_model``)
+    whose feature map becomes the visual tokens, e.g. the specialist's ResNet-18, so that FaceInsight and the
+    specialist can share a backbone.
+
+    With ``timm_model``, ``arch`` holds ``timm.create_model`` keyword arguments (``{}``: the model's defaults, not the
+    CLIP ones below), ``pretrained`` is a local timm weights file, and ``timm_stage`` picks the feature map: ``-1``,
+    the last stage (the map the specialist pools: a ResNet-18 at 64 px gives 2x2 = 4 tokens of 512), ``-2`` the one
+    before (4x4 = 16 tokens of 256), and so on.
+    """
 
     pretrained: str | None = None
     arch: dict[str, Any] = field(
@@ -69,35 +110,54 @@ class ImageEncoderConfig:
     )  # fmt: skip
     select_layer: int = -2  # LLaVA-1.5 takes the penultimate layer's patch tokens
     trainable: bool = False
+    timm_model: str | None = None
+    timm_stage: int = -1
 
 
 class ImageEncoder(nn.Module):
-    """Patch features of the penultimate CLIP layer, CLS token dropped (LLaVA-1.5)."""
+    """Visual tokens ``[B, Nv, Dv]``: the penultimate CLIP layer's patch features, CLS token dropped (LLaVA-1.5), or
+    a timm model's feature map ``[B, C, H, W]`` read as ``H*W`` tokens of ``C``."""
 
     def __init__(self, config: ImageEncoderConfig, load_weights: bool = True) -> None:
         super().__init__()
         self.config = config
-        if config.pretrained and load_weights:
-            self.clip = CLIPVisionModel.from_pretrained(config.pretrained)
+        if config.timm_model:
+            self.features = create_timm_model(
+                config.timm_model, config.arch, config.pretrained, load_weights,
+                features_only=True, out_indices=(config.timm_stage,),
+            )  # fmt: skip
+            backbone, self.norm = self.features, PixelNorm.of_timm(self.features)
         else:
-            self.clip = CLIPVisionModel(CLIPVisionConfig(**config.arch))
-        set_trainable(self.clip, config.trainable)
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+            if config.pretrained and load_weights:
+                self.clip = CLIPVisionModel.from_pretrained(config.pretrained)
+            else:
+                self.clip = CLIPVisionModel(CLIPVisionConfig(**config.arch))
+            backbone, self.norm = self.clip, PixelNorm(CLIP_MEAN, CLIP_STD)
+        set_trainable(backbone, config.trainable)
 
     @property
-    def image_size(self) -> int:
-        return self.clip.config.image_size
+    def image_size(self) -> int | None:
+        """The side CLIP was built for; None for a timm model (a feature map of any size)."""
+        return None if self.config.timm_model else self.clip.config.image_size
 
     @property
     def dim(self) -> int:
-        return self.clip.config.hidden_size
+        return self.features.feature_info.channels()[-1] if self.config.timm_model else self.clip.config.hidden_size
 
     def forward(self, image: Tensor) -> Tensor:
         """``image [B, 3, S, S]`` in [0, 1] -> ``[B, Nv, Dv]``."""
-        pixels = ((image - self.mean) / self.std).to(self.clip.dtype)
-        out = self.clip(pixel_values=pixels, output_hidden_states=True)
-        return out.hidden_states[self.config.select_layer][:, 1:]
+        if self.config.timm_model:
+            pixels = self.norm(image).to(next(self.features.parameters()).dtype)
+            return self.features(pixels)[-1].flatten(2).transpose(1, 2)
+        # ``hidden_states[select_layer]`` of the CLIP model, computed without the layers after it (the last one and
+        # ``post_layernorm`` at LLaVA's -2): their output is never used, so running them only costs time.
+        vision = getattr(self.clip, "vision_model", self.clip)
+        layers = vision.encoder.layers
+        used = self.config.select_layer % (len(layers) + 1)  # hidden_states[i] is the output of the first i layers
+        hidden = vision.pre_layrnorm(vision.embeddings(self.norm(image).to(self.clip.dtype)))
+        for layer in layers[:used]:
+            hidden = layer(hidden, None)
+        return hidden[:, 1:]
 
 
 @dataclass
@@ -119,10 +179,9 @@ class SegEncoder(nn.Module):
     def __init__(self, config: SegEncoderConfig, load_weights: bool = True) -> None:
         super().__init__()
         self.config = config
-        kwargs: dict[str, Any] = dict(in_chans=config.num_classes, num_classes=0, **config.arch)
-        if config.checkpoint and load_weights:
-            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=config.checkpoint))
-        self.vit = timm.create_model(config.model, **kwargs)
+        self.vit = create_timm_model(
+            config.model, config.arch, config.checkpoint, load_weights, in_chans=config.num_classes, num_classes=0
+        )
         set_trainable(self.vit, config.trainable)
 
     @property
@@ -216,6 +275,10 @@ class LLMConfig:
     yes: str = "Yes"
     no: str = "No"
     trainable: bool = False
+    # With ``trainable``: also train the input embeddings and the output head. FaceInsight reads only a dozen of
+    # their rows (BOS, the query, Yes and No), yet AdamW updates every row each step: with a 30,522-token vocabulary
+    # at width 128 that is 7.8M of a small LLM's 8.2M parameters. False keeps them at their initialisation.
+    train_embeddings: bool = True
 
 
 def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
@@ -232,4 +295,7 @@ def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, 
             arch.setdefault("pad_token_id", tokenizer.pad_token_id)
         llm = LlamaForCausalLM(LlamaConfig(**arch)).to(dtype)
     set_trainable(llm, config.trainable)
+    if config.trainable and not config.train_embeddings:
+        llm.get_input_embeddings().requires_grad_(False)
+        llm.get_output_embeddings().requires_grad_(False)
     return llm, tokenizer

@@ -184,7 +184,9 @@ class ConsistencyMetrics(Metric):
         }
 
     def per_rule(self) -> list[float]:
-        return (self.violations / self.count.clamp_min(1)).tolist()
+        """Each rule's violation rate, over the samples of every process (under DDP, like ``compute``)."""
+        with self.sync_context():
+            return (self.violations / self.count.clamp_min(1)).tolist()
 
 
 class DatasetMetrics(torch.nn.Module):
@@ -232,8 +234,10 @@ class DatasetMetrics(torch.nn.Module):
             out.update({f"attributes/{k}": v for k, v in self.attributes.compute().items()})
         for group, metric in self.groups.items():
             out.update({f"{group}/{k}": v for k, v in metric.compute().items()})
-        if self.age is not None and self.age.count > 0:  # only datasets that give ages in years
-            out.update({f"age/{k}": v for k, v in self.age.compute().items()})
+        if self.age is not None:  # only datasets that give ages in years: compute's count is over every process
+            age = self.age.compute()
+            if not math.isnan(age["mae"]):
+                out.update({f"age/{k}": v for k, v in age.items()})
         if self.consistency is not None:
             out.update(self.consistency.compute())
         return out

@@ -150,15 +150,8 @@ class FaceInsight(nn.Module):
     def forward(self, image: Tensor, segmap: Tensor | None = None) -> Tensor:
         """Yes-minus-No logits ``[B, K]``: ``sigmoid`` of them is ``P(y_k)`` (eq. 2)."""
         llm_dtype = self.llm.dtype
-        embed = self.llm.get_input_embeddings()
         b = image.shape[0]
-        parts = [embed(self.bos_ids).expand(b, -1, -1), self.image_adapter(self.image_encoder(image))]
-        if self.seg_encoder is not None:
-            if segmap is None:
-                raise ValueError("the segmentation modality is on (use_seg) but the batch has no segmap")
-            parts.append(self.seg_adapter(self.seg_encoder(segmap)))
-        parts.append(embed(self.query_ids).expand(b, -1, -1))
-        prefix = torch.cat([p.to(llm_dtype) for p in parts], dim=1)
+        prefix = self._prefix(image, segmap)
         chars = self.characteristic_embeddings().to(llm_dtype).expand(b, -1, -1)
 
         p, k = prefix.shape[1], chars.shape[1]
@@ -185,6 +178,43 @@ class FaceInsight(nn.Module):
             bias = head.bias[self.answer_ids].float()
             out = out + (bias[0] - bias[1])
         return out
+
+    def _prefix(self, image: Tensor, segmap: Tensor | None) -> Tensor:
+        """The LLM input before the characteristics, ``[B, P, D]``: [BOS] image, segmentation and query tokens."""
+        llm_dtype = self.llm.dtype
+        embed = self.llm.get_input_embeddings()
+        b = image.shape[0]
+        parts = [embed(self.bos_ids).expand(b, -1, -1), self.image_adapter(self.image_encoder(image))]
+        if self.seg_encoder is not None:
+            if segmap is None:
+                raise ValueError("the segmentation modality is on (use_seg) but the batch has no segmap")
+            parts.append(self.seg_adapter(self.seg_encoder(segmap)))
+        parts.append(embed(self.query_ids).expand(b, -1, -1))
+        return torch.cat([p.to(llm_dtype) for p in parts], dim=1)
+
+    def forward_per_characteristic(
+        self, image: Tensor, segmap: Tensor | None = None, batch_size: int | None = None
+    ) -> Tensor:
+        """The same logits ``[B, K]`` as ``forward``, with one LLM pass per characteristic question.
+
+        The baseline for the one-pass forward: Face-MLLM (Sun et al., 2024) asks each characteristic as its own
+        question. Sequence (b, k) is the prefix of image b followed by characteristic token k only, so with a causal
+        mask token k sits at position P and sees the prefix and itself, exactly as in ``forward``. The encoders run
+        once per image and their tokens are shared by its K questions (what a multi-question server caches at best);
+        no KV cache is shared, so each question pays the whole prefix. The B*K sequences go through the LLM
+        ``batch_size`` at a time (all at once if None), which bounds memory at ``batch_size`` sequences of P+1 tokens.
+        """
+        prefix = self._prefix(image, segmap)
+        chars = self.characteristic_embeddings().to(prefix.dtype)
+        (b, p), k = prefix.shape[:2], chars.shape[0]
+        rows = torch.arange(b * k, device=prefix.device)  # sequence b*K + k asks image b about characteristic k
+        decoder = self.llm.get_decoder()
+        out = []
+        for chunk in rows.split(batch_size or b * k):
+            sequences = torch.cat([prefix[chunk // k], chars[chunk % k, None]], dim=1)
+            hidden = decoder(inputs_embeds=sequences, use_cache=False).last_hidden_state[:, p]
+            out.append(self.answer_difference(hidden))
+        return torch.cat(out).view(b, k)
 
 
 def preset_architecture(path: str | Path) -> tuple[FaceInsightConfig, list[str]]:

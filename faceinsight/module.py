@@ -1,4 +1,6 @@
-"""Training, evaluation and prediction of FaceInsight as a ``LightningModule``.
+"""Training, evaluation and prediction of face models as ``LightningModule`` s: :class:`FaceModule` holds what every
+model shares (losses, metrics, baseline, report, checkpoints, optimiser), :class:`FaceInsightModule` builds FaceInsight
+and ``faceinsight.specialist.SpecialistModule`` a plain specialist beside it.
 
 Loss (eq. 4): ``L = L_BCE + lambda * L_c``. Both terms are per-sample sums averaged over the
 N samples of a batch, as the paper writes them: eq. 3 sums the BCE over a sample's labelled
@@ -6,7 +8,7 @@ characteristics, eq. 9 sums the violation terms over the M rules; ``logic_weight
 The correlation statistics are computed from the training split when fitting starts; they,
 the compiled rules and the prompt embeddings are saved in every checkpoint, so a checkpoint
 alone predicts. Frozen backbones loaded with ``from_pretrained`` are left out of checkpoints
-and reloaded from their source (see :meth:`FaceInsightModule.frozen_pretrained`).
+and reloaded from their source (see :meth:`FaceModule.frozen_pretrained`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from faceinsight.correlation import CorrelationConfig
 from faceinsight.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig, TextEncoderConfig
@@ -34,79 +36,59 @@ log = logging.getLogger(__name__)
 Semantics = Literal["paper", "semantic", "product", "goedel", "lukasiewicz"]
 
 
-class FaceInsightModule(L.LightningModule):
-    """FaceInsight with its losses, metrics and optimiser.
+EVALUATION_OPTIONS = ["decoding", "metrics_file"]  # not saved in checkpoints: switchable at test time
+
+
+class FaceModule(L.LightningModule):
+    """What every face model here shares: the loss (eq. 3 + eq. 9), the metrics per dataset next to the majority
+    baseline, the run report, checkpoints that leave frozen pretrained backbones out, and the optimiser.
+
+    A subclass builds ``self.model``: an ``nn.Module`` mapping ``(image, segmap)`` to logits ``[B, K]`` (``sigmoid``
+    gives ``P(y_k)``), with ``characteristics``, ``stats`` (the training split's ``CooccurrenceStats``: the baseline's
+    positive rates), ``backbones()``, ``frozen_pretrained()`` and ``trainable_parameters()``. Its ``__init__`` also
+    takes ``logic_weight``, ``lr``, ``weight_decay`` and ``warmup_fraction``, read back from the saved hyper-parameters.
 
     Args:
         characteristics: the K characteristics to score (linked from the data module by the CLI).
-        image_encoder, seg_encoder, text_encoder, llm, correlation: see ``faceinsight.encoders``
-            and ``faceinsight.correlation``.
-        use_seg: the segmentation-map modality (paper Sec. 3.2).
-        use_correlation: the correlation constraint module (eq. 5-8).
+        rules: rule files compiled into the logic loss, the consistency metric and consistent decoding.
         use_logic: the logical constraint loss (eq. 9).
-        rules: rule files compiled into the logic loss and the consistency metric.
         logic_semantics: ``paper`` (eq. 9), ``semantic`` (Xu et al. 2018) or a fuzzy t-norm.
-        logic_weight: lambda in eq. 4 (1.0 is the paper's equation).
-        bce_reduction: ``sum`` (eq. 3: BCE summed over a sample's labelled characteristics, mean over samples) or
-            ``mean`` (mean over all labelled entries of the batch; this project's reduction before it followed
-            eq. 3, kept to reproduce older figures. It weighs the logic loss about K times more, and its balance
-            shifts with each batch's dataset mix).
+        bce_reduction: see :class:`FaceInsightModule`.
         decoding: ``threshold`` (P >= 0.5) or ``consistent`` (most probable assignment satisfying the hard rules).
-        lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay.
         metrics_file: where the test metrics are written as JSON (default: the logger's folder).
     """
 
+    model: nn.Module
+
     def __init__(
         self,
-        characteristics: list[str] | None = None,
-        image_encoder: ImageEncoderConfig | None = None,
-        seg_encoder: SegEncoderConfig | None = None,
-        text_encoder: TextEncoderConfig | None = None,
-        llm: LLMConfig | None = None,
-        correlation: CorrelationConfig | None = None,
-        use_seg: bool = True,
-        use_correlation: bool = True,
-        use_logic: bool = True,
-        rules: list[str] | None = None,
-        logic_semantics: Semantics = "paper",
-        logic_weight: float = 1.0,
-        bce_reduction: Literal["sum", "mean"] = "sum",
-        decoding: Literal["threshold", "consistent"] = "threshold",
-        query: str = "Analyze the facial features in this image.",
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_fraction: float = 0.05,
-        metrics_file: str | None = None,
+        characteristics: list[str] | None,
+        rules: list[str] | None,
+        use_logic: bool,
+        logic_semantics: Semantics,
+        bce_reduction: Literal["sum", "mean"],
+        decoding: Literal["threshold", "consistent"],
+        metrics_file: str | None,
     ) -> None:
         super().__init__()
         if not characteristics:
             raise ValueError("characteristics is empty: pass the data module's characteristics")
-        # Evaluation-time options are not saved: `faceinsight test --ckpt_path` re-applies saved hyper-parameters
-        # over the command line, and these must stay switchable there.
-        self.save_hyperparameters(ignore=["decoding", "metrics_file"])
-        self.decoding = decoding
-        self.metrics_file = metrics_file
-        config = FaceInsightConfig(
-            image_encoder=image_encoder or ImageEncoderConfig(),
-            seg_encoder=seg_encoder or SegEncoderConfig(),
-            text_encoder=text_encoder or TextEncoderConfig(),
-            llm=llm or LLMConfig(),
-            correlation=correlation or CorrelationConfig(),
-            use_seg=use_seg,
-            use_correlation=use_correlation,
-            query=query,
-        )
         if bce_reduction not in ("sum", "mean"):
             raise ValueError(f"bce_reduction must be 'sum' (eq. 3) or 'mean', got {bce_reduction!r}")
-        self.model = FaceInsight(config, list(characteristics))
-        self.rules: RuleSet = load_rules([resolve_rule_file(r) for r in rules or []], self.model.characteristics)
+        # The subclass's init arguments, collected through the frames. Evaluation-time options are not saved:
+        # `faceinsight test --ckpt_path` re-applies saved hyper-parameters over the command line, and these must stay
+        # switchable there.
+        self.save_hyperparameters(ignore=EVALUATION_OPTIONS)
+        self.decoding = decoding
+        self.metrics_file = metrics_file
+        self.rules: RuleSet = load_rules([resolve_rule_file(r) for r in rules or []], list(characteristics))
         self.rules_source = "files"
         if use_logic and not len(self.rules):
             what = (
                 f"none of the rules in {rules} names only characteristics" if rules else "no rule files are given for"
             )
             raise ValueError(
-                f"use_logic is on but {what} the model predicts ({len(self.model.characteristics)} characteristics "
+                f"use_logic is on but {what} the model predicts ({len(characteristics)} characteristics "
                 f"from the data module); pass --model.rules with rules over them, or --model.use_logic false"
             )
         if self.rules.dropped:
@@ -135,12 +117,15 @@ class FaceInsightModule(L.LightningModule):
         if dm is None:
             raise RuntimeError("evaluation needs the FaceDataModule: its datasets decide the metrics")
         if not self.model.stats.is_set:
-            what = "co-occurrence statistics were never set (no fit with a data module, no checkpoint)"
-            if self.model.gcn is not None:
-                raise RuntimeError(f"{what}: the correlation graph would be the identity. Run fit or pass --ckpt_path")
-            self._warn(f"{what}: the majority baseline uses positive rates of 0.5")
+            self.missing_statistics(
+                "co-occurrence statistics were never set (no fit with a data module, no checkpoint)"
+            )
         self.eval_metrics = self._metrics(dm)
         self.baseline_metrics = self._metrics(dm) if with_baseline else None
+
+    def missing_statistics(self, what: str) -> None:
+        """Evaluation without training statistics: the majority baseline falls back to positive rates of 0.5."""
+        self._warn(f"{what}: the majority baseline uses positive rates of 0.5")
 
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -251,7 +236,9 @@ class FaceInsightModule(L.LightningModule):
     def _evaluate(self, batch: dict[str, Tensor], dataloader_idx: int, stage: str) -> None:
         loss, _, logits = self.losses(batch)
         name = list(self.eval_metrics.keys())[dataloader_idx]
-        self.log(f"{stage}/{name}/loss", loss, batch_size=batch["image"].shape[0], add_dataloader_idx=False)
+        # sync_dist: under DDP the logged loss is the mean over every process's faces, not rank 0's alone.
+        self.log(f"{stage}/{name}/loss", loss, batch_size=batch["image"].shape[0], add_dataloader_idx=False,
+                 sync_dist=True)  # fmt: skip
         probs = torch.sigmoid(logits)
         self._update(self.eval_metrics[name], probs, self.decide(probs), batch)
         if stage == "test":
@@ -298,36 +285,34 @@ class FaceInsightModule(L.LightningModule):
                 for name, rates in per_rule.items()
             },
             "decoding": self.decoding,
-            "modules": {k: self.hparams[k] for k in ("use_seg", "use_correlation", "use_logic")},
+            # a model without one of the paper's switches runs without that module (the specialist: logic at most)
+            "modules": {k: self.hparams.get(k, False) for k in ("use_seg", "use_correlation", "use_logic")},
             "run": self.run_report(),
         }
+        if not self.trainer.is_global_zero:  # every process computed the synced metrics; one prints and writes them
+            return
         print(format_table(model, baseline))
         path = self._metrics_path()
-        if path is not None and self.trainer.is_global_zero:
+        if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=2))
             print(f"test metrics written to {path}")
 
-    def run_report(self) -> dict[str, Any]:
-        """What actually ran: rules compiled, graph edges, frozen encoders, data splits, decoding, seed, warnings."""
-        hard = int(self.rules.hard.sum())
-        graph = None
-        if self.model.gcn is not None:
-            tau, omega = self.model.gcn.config.tau, self.model.gcn.config.omega
-            c = self.model.stats.graph(tau, omega)["C"]  # eq. 6: directed edges at tau, whatever omega weighs them
-            graph = {
-                "tau": tau,
-                "omega": omega,
-                "nodes": len(self.model.characteristics),
-                "edges": int(c.sum()),
-                "isolated_nodes": int((c.sum(1) == 0).sum()),
-            }
-        encoders = {
+    def graph_report(self) -> dict[str, Any] | None:
+        """The correlation graph the model runs with, for the run report (None: it has none)."""
+        return None
+
+    def encoder_report(self) -> dict[str, dict[str, Any]]:
+        """Each backbone of the model: frozen or trained, and its source (``arch``: built from scratch)."""
+        return {
             name: {"frozen": not any(p.requires_grad for p in module.parameters()), "source": source or "arch"}
             for name, (module, source) in self.model.backbones().items()
             if module is not None
         }
-        encoders["text_encoder"] = {"frozen": True, "source": self.model.config.text_encoder.pretrained}
+
+    def run_report(self) -> dict[str, Any]:
+        """What actually ran: rules compiled, graph edges, frozen encoders, data splits, decoding, seed, warnings."""
+        hard = int(self.rules.hard.sum())
         dm = self._datamodule()
         trainer = self._trainer
         return {
@@ -346,8 +331,8 @@ class FaceInsightModule(L.LightningModule):
                 "soft": len(self.rules) - hard,
                 "dropped": len(self.rules.dropped),
             },
-            "graph": graph,
-            "encoders": encoders,
+            "graph": self.graph_report(),
+            "encoders": self.encoder_report(),
             "trainable_parameters": self.model.trainable_parameters(),
             "data": dm.describe() if dm is not None and hasattr(dm, "describe") else None,
             "checkpoint": trainer.ckpt_path if trainer is not None else None,
@@ -375,6 +360,86 @@ class FaceInsightModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class FaceInsightModule(FaceModule):
+    """FaceInsight with its losses, metrics and optimiser.
+
+    Args:
+        characteristics: the K characteristics to score (linked from the data module by the CLI).
+        image_encoder, seg_encoder, text_encoder, llm, correlation: see ``faceinsight.encoders``
+            and ``faceinsight.correlation``.
+        use_seg: the segmentation-map modality (paper Sec. 3.2).
+        use_correlation: the correlation constraint module (eq. 5-8).
+        use_logic: the logical constraint loss (eq. 9).
+        rules: rule files compiled into the logic loss and the consistency metric.
+        logic_semantics: ``paper`` (eq. 9), ``semantic`` (Xu et al. 2018) or a fuzzy t-norm.
+        logic_weight: lambda in eq. 4 (1.0 is the paper's equation).
+        bce_reduction: ``sum`` (eq. 3: BCE summed over a sample's labelled characteristics, mean over samples) or
+            ``mean`` (mean over all labelled entries of the batch; this project's reduction before it followed
+            eq. 3, kept to reproduce older figures. It weighs the logic loss about K times more, and its balance
+            shifts with each batch's dataset mix).
+        decoding: ``threshold`` (P >= 0.5) or ``consistent`` (most probable assignment satisfying the hard rules).
+        lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay.
+        metrics_file: where the test metrics are written as JSON (default: the logger's folder).
+    """
+
+    def __init__(
+        self,
+        characteristics: list[str] | None = None,
+        image_encoder: ImageEncoderConfig | None = None,
+        seg_encoder: SegEncoderConfig | None = None,
+        text_encoder: TextEncoderConfig | None = None,
+        llm: LLMConfig | None = None,
+        correlation: CorrelationConfig | None = None,
+        use_seg: bool = True,
+        use_correlation: bool = True,
+        use_logic: bool = True,
+        rules: list[str] | None = None,
+        logic_semantics: Semantics = "paper",
+        logic_weight: float = 1.0,
+        bce_reduction: Literal["sum", "mean"] = "sum",
+        decoding: Literal["threshold", "consistent"] = "threshold",
+        query: str = "Analyze the facial features in this image.",
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.05,
+        metrics_file: str | None = None,
+    ) -> None:
+        super().__init__(characteristics, rules, use_logic, logic_semantics, bce_reduction, decoding, metrics_file)
+        config = FaceInsightConfig(
+            image_encoder=image_encoder or ImageEncoderConfig(),
+            seg_encoder=seg_encoder or SegEncoderConfig(),
+            text_encoder=text_encoder or TextEncoderConfig(),
+            llm=llm or LLMConfig(),
+            correlation=correlation or CorrelationConfig(),
+            use_seg=use_seg,
+            use_correlation=use_correlation,
+            query=query,
+        )
+        self.model = FaceInsight(config, list(characteristics))
+
+    def missing_statistics(self, what: str) -> None:
+        if self.model.gcn is not None:
+            raise RuntimeError(f"{what}: the correlation graph would be the identity. Run fit or pass --ckpt_path")
+        super().missing_statistics(what)
+
+    def graph_report(self) -> dict[str, Any] | None:
+        if self.model.gcn is None:
+            return None
+        tau, omega = self.model.gcn.config.tau, self.model.gcn.config.omega
+        c = self.model.stats.graph(tau, omega)["C"]  # eq. 6: directed edges at tau, whatever omega weighs them
+        return {
+            "tau": tau,
+            "omega": omega,
+            "nodes": len(self.model.characteristics),
+            "edges": int(c.sum()),
+            "isolated_nodes": int((c.sum(1) == 0).sum()),
+        }
+
+    def encoder_report(self) -> dict[str, dict[str, Any]]:
+        text = {"frozen": True, "source": self.model.config.text_encoder.pretrained}
+        return {**super().encoder_report(), "text_encoder": text}
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 
+from faceinsight.encoders import ImageEncoder, ImageEncoderConfig
 from faceinsight.model import FaceInsight, FaceInsightConfig, characteristic_attention_mask
 from faceinsight.vocab import SCHEMAS
 
@@ -105,3 +106,13 @@ def test_bf16_llm_gives_float32_answer_differences(model):
     head = low.llm.get_output_embeddings().weight[low.answer_ids].float()
     want = hidden.float() @ (head[0] - head[1])  # the exact float32 reference
     torch.testing.assert_close(low.answer_difference(hidden), want)
+
+
+@pytest.mark.parametrize("select_layer", [-2, -1, 1])
+def test_image_encoder_matches_clip_hidden_states(select_layer):
+    """E_i stops at ``select_layer`` (LLaVA's -2 skips the last layer) yet returns CLIP's own hidden state there."""
+    encoder = ImageEncoder(ImageEncoderConfig(select_layer=select_layer)).eval()
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = encoder.clip(pixel_values=encoder.norm(image), output_hidden_states=True).hidden_states
+        torch.testing.assert_close(encoder(image), reference[select_layer][:, 1:], rtol=0, atol=0)

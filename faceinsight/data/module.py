@@ -11,6 +11,8 @@ so that metrics are reported per dataset.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +21,9 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from faceinsight.data.base import FaceDataset, FaceSubset, Sample
 from faceinsight.vocab import SCHEMAS, Schema, union
@@ -202,6 +205,31 @@ def resize_segmap(segmap: Tensor, size: int) -> Tensor:
     return segmap.long()
 
 
+class WeightedDraws(DistributedSampler):
+    """``num_draws`` dataset indices drawn with replacement by weight, for the training mix; process ``rank`` of
+    ``num_replicas`` takes the draws rank, rank + W, ... (the list padded to a multiple of W, as torch pads).
+
+    Every process draws the same list: its generator is seeded with ``seed + epoch`` (Lightning calls ``set_epoch``),
+    the seed is ``seed_everything``'s, as for Lightning's own DistributedSampler. So W processes at batch b train on the
+    global batches of one process at batch W * b, and the draws depend on the seed and the epoch alone (not on how much
+    of the global RNG a run used before: model size, DDP's re-seeding, a resumed run). Being a DistributedSampler,
+    Lightning keeps it under DDP instead of wrapping it in one that would shuffle the draws again.
+    """
+
+    def __init__(
+        self, weights: Tensor, num_draws: int, num_replicas: int = 1, rank: int = 0, seed: int | None = None
+    ) -> None:
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        super().__init__(range(num_draws), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        self.weights = weights
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        draws = torch.multinomial(self.weights, len(self.dataset), replacement=True, generator=generator).tolist()
+        draws += draws[: self.total_size - len(draws)]
+        return iter(draws[self.rank : self.total_size : self.num_replicas])
+
+
 class FaceDataModule(L.LightningDataModule):
     """Several face datasets at once (the paper trains on six), with per-dataset sampling weights.
 
@@ -356,19 +384,28 @@ class FaceDataModule(L.LightningDataModule):
         weights = torch.cat(
             [torch.full((len(v),), s.weight / total / len(v)) for s, v in zip(self.specs, views, strict=True)]
         )
-        sampler = WeightedRandomSampler(weights.double(), self.samples_per_epoch or len(mix), replacement=True)
+        shards = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        sampler = WeightedDraws(weights.double(), self.samples_per_epoch or len(mix), **(shards or {}))
         return self._loader(mix, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(v) for v in self.views("val")]
+        return [self._evaluation_loader(v) for v in self.views("val")]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(v) for v in self.views("test")]
+        return [self._evaluation_loader(v) for v in self.views("test")]
+
+    def _evaluation_loader(self, view: ModelView) -> DataLoader:
+        """Under DDP, each face once: process r scores faces r, r + W, ... Lightning's own DistributedSampler
+        would pad the split to a multiple of W with repeated faces, and the metrics, summed over processes,
+        would count those twice."""
+        shards = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        if not shards or shards.get("num_replicas", 1) <= 1:
+            return self._loader(view)
+        return self._loader(view, sampler=UnrepeatedDistributedSampler(view, shuffle=False, **shards))
 
     def predict_dataloader(self) -> list[DataLoader]:
-        if self.predict_images:
-            return [self._loader(v) for v in self.image_views()]
-        return self.test_dataloader()
+        views = self.image_views() if self.predict_images else self.views("test")
+        return [self._loader(v) for v in views]  # under DDP, Lightning shards them without repeats
 
     def image_views(self) -> list[ModelView]:
         """``predict_images`` as the one predict dataset, with parsing maps from ``predict_segmaps`` (cached)."""

@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from faceinsight.data.base import FaceDataset, Sample
 from faceinsight.segmentation.base import SegSource, resize_maps
 
 log = logging.getLogger(__name__)
-
-LOG_EVERY_SECONDS = 30.0
 
 
 def dataset_keys(dataset: FaceDataset) -> list[str]:
@@ -163,29 +162,20 @@ class SegmapCache:
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
         log.info("building segmap cache %s: %d images of %s with %s at %d px", path, n, dataset.name, source.name, size)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
-        start = last_log = time.perf_counter()
+        start = time.perf_counter()
         missed: list[int] = []
         try:
             out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size))
             done = 0
-            for images in loader:
-                maps, batch_missed = _parse(source, images, size)
-                missed += [done + j for j in batch_missed]
-                out[done : done + len(images)] = maps.numpy().astype(np.uint8)
-                done += len(images)
-                self.built += len(images)
-                now = time.perf_counter()
-                if now - last_log > LOG_EVERY_SECONDS or done == n:
-                    rate = done / (now - start)
-                    log.info(
-                        "segmaps %d/%d (%.0f%%), %.1f img/s, eta %.0f s",
-                        done,
-                        n,
-                        100 * done / n,
-                        rate,
-                        (n - done) / rate,
-                    )
-                    last_log = now
+            # A landmark parser takes minutes on a large split: show it (tqdm writes to stderr, not the log).
+            with tqdm(total=n, desc=f"parsing maps: {dataset.name} ({source.name}, {size} px)", unit="img") as bar:
+                for images in loader:
+                    maps, batch_missed = _parse(source, images, size)
+                    missed += [done + j for j in batch_missed]
+                    out[done : done + len(images)] = maps.numpy().astype(np.uint8)
+                    done += len(images)
+                    self.built += len(images)
+                    bar.update(len(images))
             out.flush()
             del out
             with open(tmp, "rb+") as f:

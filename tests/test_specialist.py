@@ -1,0 +1,194 @@
+"""The specialist beside FaceInsight: same CLI, loss, metrics and report; a timm backbone as FaceInsight's E_i."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+from test_training import ROOT, fit
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from faceinsight.cli import run
+from faceinsight.encoders import ImageEncoder, ImageEncoderConfig
+from faceinsight.module import FaceInsightModule
+from faceinsight.specialist import Specialist, SpecialistModule
+
+TINY32 = "[{kind: synthface, options: {num_train: 48, num_val: 16, num_test: 16, size: 32}}]"
+PX32 = ["--data.datasets", TINY32, "--data.image_size", "32"]
+SEG32 = ["--model.seg_encoder.arch", "{img_size: 32, patch_size: 8, embed_dim: 48, depth: 1, num_heads: 3}"]
+NAMES = ["Bald", "Bangs", "Male", "Smiling"]
+
+
+def overlay(name: str) -> list[str]:
+    return ["-c", str(ROOT / f"configs/{name}.yaml")]
+
+
+@pytest.fixture(scope="module")
+def specialist(tmp_path_factory):
+    """``faceinsight fit -c configs/synthface.yaml -c configs/specialist.yaml`` on tiny 32 px SynthFace."""
+    tmp = tmp_path_factory.mktemp("specialist")
+    return fit(tmp, *PX32, *overlay("specialist")), tmp
+
+
+@pytest.fixture(scope="module")
+def faceinsight_resnet(tmp_path_factory):
+    """FaceInsight with the specialist's ResNet-18 as E_i (``configs/specialist_backbone.yaml``)."""
+    tmp = tmp_path_factory.mktemp("faceinsight_resnet")
+    return fit(tmp, *PX32, *SEG32, *overlay("specialist_backbone")), tmp
+
+
+def batch_of(cli) -> dict:
+    return next(iter(cli.datamodule.test_dataloader()[0]))
+
+
+def test_specialist_trains_through_the_cli_with_faceinsights_metrics(specialist, faceinsight_resnet):
+    cli, tmp = specialist
+    assert type(cli.model) is SpecialistModule and isinstance(cli.model.model, Specialist)
+    assert cli.model.logic_loss is None and len(cli.model.rules) > 0  # the preset's rules carried over, logic off
+    assert cli.datamodule.with_segmaps is False and "segmap" not in batch_of(cli)  # no parsing maps computed
+    assert cli.model.model.stats.is_set and cli.trainer.global_step == 3  # 48 faces, batches of 16
+    report = json.loads((tmp / "metrics.json").read_text())
+    theirs = json.loads((faceinsight_resnet[1] / "metrics.json").read_text())
+    assert set(report) == set(theirs) and set(report["run"]) == set(theirs["run"])
+    synth = report["model"]["synthface"]
+    assert set(synth) == set(theirs["model"]["synthface"]) == set(report["majority_baseline"]["synthface"])
+    assert {"attributes/mAP", "age/mae", "gender/f1", "expression/accuracy", "consistency"} <= set(synth)
+    assert report["run"]["graph"] is None
+    assert report["run"]["encoders"] == {"backbone": {"frozen": False, "source": "arch"}}
+    assert report["run"]["loss"] == {"bce_reduction": "sum", "logic_weight": None, "logic_semantics": None}
+    assert report["modules"] == {"use_seg": False, "use_correlation": False, "use_logic": False}
+    assert Path(cli.trainer.log_dir).parent.name == "specialist"  # the overlay's run folder
+
+
+def test_specialist_loss_is_the_masked_bce_of_its_logits():
+    module = SpecialistModule(NAMES)
+    image = torch.rand(3, 3, 32, 32)
+    labels = torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0]])
+    mask = torch.tensor([[1.0, 1, 0, 1], [1, 1, 1, 1], [0, 0, 1, 0]])
+    loss, parts, logits = module.losses({"image": image, "labels": labels, "label_mask": mask})
+    assert torch.equal(logits, module.model(image)) and logits.shape == (3, 4)
+    assert torch.equal(module.model(image, torch.zeros(3, 32, 32, dtype=torch.long)), logits)  # maps unused
+    p = torch.sigmoid(logits)
+    by_hand = (-(labels * p.log() + (1 - labels) * (1 - p).log()) * mask).sum(1).mean()  # eq. 3
+    torch.testing.assert_close(loss, by_hand)
+    assert list(parts) == ["bce"]
+    # The same network's logits, fed through FaceInsight's loss with the logic term on.
+    logic = SpecialistModule(NAMES, rules=[str(ROOT / "rules/celeba.rules")], use_logic=True, logic_weight=0.5)
+    logic.model.load_state_dict(module.model.state_dict())
+    total, parts, _ = logic.losses({"image": image, "labels": labels, "label_mask": mask})
+    torch.testing.assert_close(total, by_hand + 0.5 * parts["logic"])
+    assert parts["logic"] > 0
+
+
+def test_specialist_checkpoint_round_trip_predicts_identically(specialist, tmp_path):
+    cli, tmp = specialist
+    path = cli.trainer.checkpoint_callback.best_model_path
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    assert saved["hyper_parameters"]["_class_path"] == "faceinsight.specialist.SpecialistModule"
+    assert "decoding" not in saved["hyper_parameters"]
+    restored = SpecialistModule.load_from_checkpoint(path, map_location="cpu").eval()
+    assert restored.rules.to_text() == cli.model.rules.to_text()
+    assert torch.equal(restored.model.stats.m, cli.model.model.stats.m)
+    batch = batch_of(cli)
+    with torch.no_grad():
+        before, after = cli.model.eval().predict_step(batch, 0), restored.predict_step(batch, 0)
+    assert torch.equal(before["probs"], after["probs"]) and torch.equal(before["preds"], after["preds"])
+    # `faceinsight test` on the dataset preset alone: the checkpoint's class comes back with its hyper-parameters.
+    out = tmp_path / "test.json"
+    tested = run(
+        [
+            "test", "-c", str(ROOT / "configs/synthface.yaml"), "--data.datasets", TINY32, "--data.image_size", "32",
+            "--data.num_workers", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", path, "--model.metrics_file", str(out),
+        ]
+    )  # fmt: skip
+    assert type(tested.model) is SpecialistModule and tested.datamodule.with_segmaps is False
+    fitted = json.loads((tmp / "metrics.json").read_text())
+    assert json.loads(out.read_text())["model"] == fitted["model"]
+
+
+def test_frozen_specialist_backbone_loads_from_its_file_and_is_left_out_of_checkpoints(tmp_path):
+    weights = tmp_path / "resnet18.pth"
+    torch.manual_seed(1)
+    source = timm.create_model("resnet18", num_classes=0)
+    torch.save(source.state_dict(), weights)
+    module = SpecialistModule(NAMES, checkpoint=str(weights), trainable=False)
+    for name, value in source.state_dict().items():
+        assert torch.equal(module.model.backbone.state_dict()[name], value), name
+    assert module.frozen_pretrained() == {"model.backbone.": str(weights)}
+    assert module.encoder_report() == {"backbone": {"frozen": True, "source": str(weights)}}
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    stats = [k for k in module.state_dict() if k.startswith("model.stats.")]
+    assert sorted(checkpoint["state_dict"]) == sorted(["model.head.bias", "model.head.weight", *stats])
+    assert module.model.trainable_parameters()["backbone"] == 0
+
+
+@pytest.mark.parametrize(("stage", "tokens", "width"), [(-1, 2 * 2, 512), (-2, 4 * 4, 256)])
+def test_timm_image_encoder_reads_the_feature_map_as_tokens(stage, tokens, width):
+    encoder = ImageEncoder(ImageEncoderConfig(timm_model="resnet18", arch={}, timm_stage=stage, trainable=True))
+    image = torch.rand(2, 3, 64, 64)
+    out = encoder(image)
+    assert out.shape == (2, tokens, width) and encoder.dim == width
+    # Token i is position i of the [B, C, H, W] map of the same ResNet-18, row-major, on ImageNet-normalised pixels.
+    reference = timm.create_model("resnet18", num_classes=0)
+    reference.load_state_dict(encoder.features.state_dict(), strict=False)
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
+    pixels = (image - mean) / std
+    maps = reference.forward_intermediates(pixels, indices=[stage], intermediates_only=True)[0]
+    torch.testing.assert_close(out, maps.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(out[:, 1], maps[:, :, 0, 1])
+
+
+def test_faceinsight_trains_with_a_timm_image_encoder(faceinsight_resnet):
+    cli, tmp = faceinsight_resnet
+    assert type(cli.model) is FaceInsightModule  # an overlay without class_path stays FaceInsight
+    model = cli.model.model
+    assert model.image_encoder.dim == 512 and model.image_adapter[0].in_features == 512
+    assert cli.datamodule.with_segmaps is True and cli.trainer.global_step == 3
+    batch = batch_of(cli)
+    assert model.image_encoder(batch["image"]).shape == (16, 1, 512)  # 32 px: a 1x1 map at stride 32
+    report = json.loads((tmp / "metrics.json").read_text())
+    assert report["run"]["encoders"]["image_encoder"] == {"frozen": False, "source": "arch"}
+    assert report["run"]["graph"]["nodes"] == len(model.characteristics)
+    assert report["run"]["trainable_parameters"]["image_encoder"] == sum(
+        p.numel() for p in model.image_encoder.parameters()
+    )
+    hparams = torch.load(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=False)[
+        "hyper_parameters"
+    ]
+    assert "_class_path" not in hparams and hparams["image_encoder"]["timm_model"] == "resnet18"  # flat, as before
+    # Gradients reach E_i through the adapter and the LLM.
+    cli.model.train()
+    loss, _, _ = cli.model.losses(batch)
+    loss.backward()
+    grads = [p.grad for p in model.image_encoder.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def print_config(capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "-c", str(ROOT / "configs/synthface.yaml"), *args, "--print_config"])
+    assert exit_info.value.code in (None, 0)
+    return yaml.safe_load(capsys.readouterr().out)["model"]
+
+
+def test_model_class_switches_from_the_command_line(capsys):
+    plain = print_config(capsys, "--model.use_seg", "false")
+    assert "class_path" not in plain and plain["use_seg"] is False  # presets' plain init args: FaceInsight
+    for switch in (overlay("specialist"), ["--model", "SpecialistModule"]):
+        model = print_config(capsys, *switch)
+        assert model["class_path"] == "faceinsight.specialist.SpecialistModule"
+        args = model["init_args"]
+        assert "image_encoder" not in args and "use_seg" not in args  # FaceInsight-only keys dropped
+        assert args["rules"] == plain["rules"] and args["lr"] == plain["lr"]  # shared ones carried over
+        overlaid = switch[0] == "-c"
+        assert args["use_logic"] is not overlaid  # the overlay makes it plain; `--model` keeps the preset's
+    with pytest.raises(SystemExit) as exit_info:  # a FaceInsight-only key given to the specialist is an error
+        run(["fit", "-c", str(ROOT / "configs/synthface.yaml"), *overlay("specialist"), "--model.use_seg", "true",
+             "--print_config"])  # fmt: skip
+    assert exit_info.value.code == 2
