@@ -275,10 +275,6 @@ class LLMConfig:
     yes: str = "Yes"
     no: str = "No"
     trainable: bool = False
-    # With ``trainable``: also train the input embeddings and the output head. FaceInsight reads only a dozen of
-    # their rows (BOS, the query, Yes and No), yet AdamW updates every row each step: with a 30,522-token vocabulary
-    # at width 128 that is 7.8M of a small LLM's 8.2M parameters. False keeps them at their initialisation.
-    train_embeddings: bool = True
 
 
 def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase | None]:
@@ -295,7 +291,4 @@ def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, 
             arch.setdefault("pad_token_id", tokenizer.pad_token_id)
         llm = LlamaForCausalLM(LlamaConfig(**arch)).to(dtype)
     set_trainable(llm, config.trainable)
-    if config.trainable and not config.train_embeddings:
-        llm.get_input_embeddings().requires_grad_(False)
-        llm.get_output_embeddings().requires_grad_(False)
     return llm, tokenizer
