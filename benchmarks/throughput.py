@@ -7,9 +7,11 @@
 For each preset and variant it reports training samples/s (forward, eq. 4 loss, backward and the AdamW step on
 a real batch of the preset's data), inference images/s (``inference_mode`` forward), the peak resident memory of
 the process, and the achieved FLOP/s as a share of the machine's dense-matmul FLOP/s measured in the same run
-(``torch.mm`` of 2048x2048 matrices in the same dtype and thread count: the physical limit a training step could
-reach here). FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions and
-attention; element-wise work is not counted, so the share is a lower bound of how busy the cores are).
+(``torch.mm`` of 2048x2048 matrices at the same thread count: the physical limit a training step could reach here;
+this CPU has AVX2 and no bf16 arithmetic, so bf16 runs are measured against the same fp32 limit and the bf16
+matmul rate is reported beside it). FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``
+(matmuls, convolutions and attention; element-wise work is not counted, so the share is a lower bound of how busy
+the cores are).
 
 Variants: ``fp32``; ``bf16`` (``torch.autocast`` on CPU); ``channels_last`` (the model and images in channels-last
 memory format, which only changes the convolutions: patch embeddings here); ``compile`` (``torch.compile`` of the
@@ -130,7 +132,10 @@ def worker(preset: str, variant: str, steps: int) -> dict:
         eager(batch["image"], batch.get("segmap"))
     infer_flops = counter.get_total_flops()
 
-    limit = matmul_flops(torch.bfloat16 if variant == "bf16" else torch.float32)
+    # The limit is fp32's: this CPU has no bf16 arithmetic (AVX2 only), so bf16 is converted, not faster. The bf16
+    # matmul rate is reported beside it (smaller matrices: it is slow).
+    limit = matmul_flops(torch.float32)
+    bf16_matmul = matmul_flops(torch.bfloat16, n=512, repeats=3) if variant == "bf16" else None
     b = batch["image"].shape[0]
     return {
         "preset": preset,
@@ -145,6 +150,7 @@ def worker(preset: str, variant: str, steps: int) -> dict:
         "train_gflops": train_flops / step_s / 1e9,
         "infer_gflops": infer_flops / infer_s / 1e9,
         "matmul_limit_gflops": limit / 1e9,
+        "bf16_matmul_gflops": bf16_matmul / 1e9 if bf16_matmul else None,
         "train_share_of_limit": train_flops / step_s / limit,
         "infer_share_of_limit": infer_flops / infer_s / limit,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
@@ -154,16 +160,17 @@ def worker(preset: str, variant: str, steps: int) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'preset':<24}{'variant':<15}{'train/s':>9}{'infer/s':>9}{'GFLOP/step':>11}{'train GF/s':>11}"
+    w = max(24, *(len(r["preset"]) + 2 for r in rows))
+    header = (f"{'preset':<{w}}{'variant':<15}{'train/s':>9}{'infer/s':>9}{'GFLOP/step':>11}{'train GF/s':>11}"
               f"{'limit GF/s':>11}{'share':>7}{'infer share':>12}{'peak GB':>9}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for r in rows:
         if "error" in r:
-            print(f"{r['preset']:<24}{r['variant']:<15}failed: {r['error']}")
+            print(f"{r['preset']:<{w}}{r['variant']:<15}failed: {r['error']}")
             continue
         print(
-            f"{r['preset']:<24}{r['variant']:<15}{r['train_samples_per_s']:>9.1f}{r['infer_images_per_s']:>9.1f}"
+            f"{r['preset']:<{w}}{r['variant']:<15}{r['train_samples_per_s']:>9.1f}{r['infer_images_per_s']:>9.1f}"
             f"{r['train_gflop_per_step']:>11.2f}{r['train_gflops']:>11.1f}{r['matmul_limit_gflops']:>11.1f}"
             f"{r['train_share_of_limit']:>7.1%}{r['infer_share_of_limit']:>12.1%}{r['peak_rss_gb']:>9.2f}"
         )
