@@ -92,6 +92,9 @@ def print_seed_summary(results: list[dict], config: str) -> None:
             for runs in groups.values():
                 values = [r["val"] if key == "val" else r["seconds"] if key == "seconds" else
                           r["model"][dataset].get(key, math.nan) for r in runs]  # fmt: skip
+                if any(math.isnan(v) for v in values):  # e.g. no validation split: no selection score
+                    cells.append("n/a")
+                    continue
                 std = statistics.stdev(values) if len(values) > 1 else math.nan
                 cells.append(f"{statistics.mean(values):.4f} +- {std:.4f}")
             print(f"{key:<22}" + "".join(f"{c:>{width}}" for c in cells))
@@ -120,6 +123,7 @@ def main() -> None:
                 for name, extra in variants.items()]  # fmt: skip
         results = [j.result() for j in jobs]
 
+    (out_dir / "summary.json").write_text(json.dumps(results, indent=2))
     first = results[0]
     width = max(14, *(len(r["name"]) + 2 for r in results))
     for dataset, baseline in first["majority_baseline"].items():
@@ -134,7 +138,6 @@ def main() -> None:
         print_seed_summary(results, args.config)
     print(f"\nwall time ({args.jobs} at a time, {threads} threads each): "
           + ", ".join(f"{r['name']} {r['seconds']:.0f} s" for r in results))  # fmt: skip
-    (out_dir / "summary.json").write_text(json.dumps(results, indent=2))
     print(f"details: {out_dir / 'summary.json'}", file=sys.stderr)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward, rotate_half
 
 from faceinsight.correlation import CooccurrenceStats, CorrelationConfig, CorrelationGCN
 from faceinsight.encoders import (
@@ -157,13 +159,46 @@ class FaceInsight(nn.Module):
         p, k = prefix.shape[1], chars.shape[1]
         mask = characteristic_attention_mask(p, k, llm_dtype, image.device).expand(b, -1, -1, -1)
         positions = torch.cat([torch.arange(p, device=image.device), torch.full((k,), p, device=image.device)])
-        hidden = self.llm.get_decoder()(
-            inputs_embeds=torch.cat([prefix, chars], dim=1),
-            attention_mask=mask,
-            position_ids=positions.expand(b, -1),
-            use_cache=False,
-        ).last_hidden_state[:, p:]
+        hidden = self._decode(torch.cat([prefix, chars], dim=1), mask, positions.expand(b, -1), p)
         return self.answer_difference(hidden)
+
+    def _decode(self, inputs: Tensor, mask: Tensor, positions: Tensor, p: int) -> Tensor:
+        """The LLM's final hidden states at the characteristic tokens (positions ``p:``).
+
+        Only those are read, so a Llama decoder's last layer runs its queries, output projection and MLP on the K
+        characteristic tokens alone; the P prefix tokens give it their keys and values. The result is the full
+        pass's (tested), for 16% fewer FLOPs per training step of the default preset (its LLM has 2 layers; about
+        2% with Vicuna's 32). Other decoders run the full pass.
+        """
+        decoder = self.llm.get_decoder()
+        if not isinstance(decoder, LlamaModel):
+            out = decoder(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=False)
+            return out.last_hidden_state[:, p:]
+        rotary = decoder.rotary_emb(inputs, positions)
+        hidden = inputs
+        for layer in decoder.layers[:-1]:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rotary)
+        last = decoder.layers[-1]
+        attn = last.self_attn
+        x = last.input_layernorm(hidden)
+
+        def heads(t: Tensor, rotate: slice | None = None) -> Tensor:  # [B, S, H*d] -> [B, H, S, d], RoPE if asked
+            t = t.view(*t.shape[:2], -1, attn.head_dim).transpose(1, 2)
+            if rotate is None:
+                return t
+            cos, sin = (r[:, rotate].unsqueeze(1) for r in rotary)
+            return t * cos + rotate_half(t) * sin
+
+        query = heads(attn.q_proj(x[:, p:]), slice(p, None))
+        key = heads(attn.k_proj(x), slice(None))
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+        out, _ = attention(
+            attn, query, key, heads(attn.v_proj(x)), mask[:, :, p:],
+            dropout=attn.attention_dropout if attn.training else 0.0, scaling=attn.scaling,
+        )  # fmt: skip
+        h = hidden[:, p:] + attn.o_proj(out.reshape(*out.shape[:2], -1))
+        h = h + last.mlp(last.post_attention_layernorm(h))
+        return decoder.norm(h)
 
     def answer_difference(self, hidden: Tensor) -> Tensor:
         """``logit_Yes - logit_No`` from the LLM's last hidden states ``[B, K, D]``, in float32.

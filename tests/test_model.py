@@ -116,3 +116,31 @@ def test_image_encoder_matches_clip_hidden_states(select_layer):
     with torch.no_grad():
         reference = encoder.clip(pixel_values=encoder.norm(image), output_hidden_states=True).hidden_states
         torch.testing.assert_close(encoder(image), reference[select_layer][:, 1:], rtol=0, atol=0)
+
+
+def test_last_layer_on_characteristic_tokens_only_is_the_full_pass(model):
+    """``_decode`` runs the LLM's last layer on the K characteristic tokens only; its logits and gradients are those
+    of the Hugging Face decoder run on the whole sequence (float64, a trainable LLM, several layers)."""
+    m = copy.deepcopy(model).double().train()
+    m.llm.requires_grad_(True)
+    image, segmap = torch.rand(3, 3, 64, 64, dtype=torch.float64), torch.randint(0, 19, (3, 64, 64))
+
+    def full_pass() -> torch.Tensor:
+        prefix, chars = m._prefix(image, segmap), m.characteristic_embeddings().expand(3, -1, -1)
+        p, k = prefix.shape[1], chars.shape[1]
+        mask = characteristic_attention_mask(p, k, torch.float64, image.device).expand(3, -1, -1, -1)
+        positions = torch.cat([torch.arange(p), torch.full((k,), p)]).expand(3, -1)
+        out = m.llm.get_decoder()(inputs_embeds=torch.cat([prefix, chars], 1), attention_mask=mask,
+                                  position_ids=positions, use_cache=False)  # fmt: skip
+        return m.answer_difference(out.last_hidden_state[:, p:])
+
+    grads = []
+    for run in (m, lambda *_: full_pass()):
+        m.zero_grad()
+        logits = run(image, segmap)
+        (logits * torch.linspace(-1, 1, logits.shape[1], dtype=torch.float64)).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+        grads[-1]["logits"] = logits.detach()
+    assert grads[0].keys() == grads[1].keys()
+    for name, value in grads[0].items():
+        torch.testing.assert_close(value, grads[1][name], rtol=1e-10, atol=1e-12, msg=name)
