@@ -87,7 +87,7 @@ def worker(preset: str, variant: str, steps: int) -> dict:
     compile_s = None
     if variant == "compile":
         module.model = torch.compile(module.model)
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
+    optimizer = module.make_optimizer()  # the training run's optimiser (fused AdamW)
 
     def train_step() -> None:
         with autocast:

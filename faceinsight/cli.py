@@ -88,8 +88,8 @@ def _lightning(argv: list[str] | None) -> FaceInsightCLI:
     )
 
 
-# Commands beside training: (group, command) -> "module:function" taking the remaining argv.
-TOOLS: dict[str, dict[str, str]] = {
+# Commands beside training: a command, or a group of commands, -> "module:function" taking the remaining argv.
+TOOLS: dict[str, str | dict[str, str]] = {
     "synthface": {"preview": "faceinsight.synthface.preview:main"},
     "rules": {"audit": "faceinsight.logic.audit:main"},
     "segparser": {"fit": "faceinsight.segmentation.unet:main"},
@@ -97,12 +97,14 @@ TOOLS: dict[str, dict[str, str]] = {
 }
 
 
-def _run_tool(group: str, words: list[str]) -> None:
-    commands = TOOLS[group]
-    if not words or words[0] not in commands:
-        sys.exit(f"usage: faceinsight {group} {{{','.join(commands)}}} ...")
-    module, function = commands[words[0]].split(":")
-    getattr(importlib.import_module(module), function)(words[1:])
+def _run_tool(name: str, words: list[str]) -> None:
+    target = TOOLS[name]
+    if isinstance(target, dict):
+        if not words or words[0] not in target:
+            sys.exit(f"usage: faceinsight {name} {{{','.join(target)}}} ...")
+        target, words = target[words[0]], words[1:]
+    module, function = target.split(":")
+    getattr(importlib.import_module(module), function)(words)
 
 
 def run(argv: list[str] | None = None) -> FaceInsightCLI | None:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from faceinsight.correlation import CorrelationConfig
+from faceinsight.correlation import CooccurrenceStats, CorrelationConfig
 from faceinsight.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig, TextEncoderConfig
 from faceinsight.logic import LogicLoss, RuleSet, load_rules, parse_rules
 from faceinsight.metrics import DatasetMetrics
@@ -242,8 +242,8 @@ class FaceModule(L.LightningModule):
         probs = torch.sigmoid(logits)
         self._update(self.eval_metrics[name], probs, self.decide(probs), batch)
         if stage == "test":
-            prior = self.model.stats.positive_rate().float().expand_as(probs)
-            self._update(self.baseline_metrics[name], prior, prior >= 0.5, batch)
+            prior, decided = majority_baseline(self.model.stats, probs)
+            self._update(self.baseline_metrics[name], prior, decided, batch)
 
     def _update(self, metrics: DatasetMetrics, probs: Tensor, preds: Tensor, batch: dict[str, Tensor]) -> None:
         satisfied = self.rules.satisfied(preds) if len(self.rules.rules) else None
@@ -347,9 +347,18 @@ class FaceModule(L.LightningModule):
         return Path(log_dir) / "test_metrics.json" if log_dir else None
 
     # ----------------------------------------------------------------- optimiser
-    def configure_optimizers(self) -> dict[str, Any]:
+    def make_optimizer(self) -> torch.optim.AdamW:
+        """AdamW over the trainable parameters, fused where torch has the kernel.
+
+        The fused kernel updates every tensor in one pass: 45 -> 9 ms per step on the default preset
+        (docs/results.md, "The main job"); the same update rule, float rounding aside.
+        """
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=fused)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.make_optimizer()
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(self.hparams.warmup_fraction * total))
 
@@ -475,6 +484,14 @@ def resolve_rule_file(path: str) -> Path:
     if not candidate.exists() and (PROJECT_ROOT / candidate).exists():
         return PROJECT_ROOT / candidate
     return candidate
+
+
+def majority_baseline(stats: CooccurrenceStats, like: Tensor) -> tuple[Tensor, Tensor]:
+    """The majority-class baseline's probabilities and decisions, shaped like ``like`` ``[B, K]``: each
+    characteristic's positive rate in the training split (``stats``; 0.5 where it labels none), decided positive at
+    0.5 or more. The test report and ``faceinsight eval-text`` score it next to a model."""
+    prior = stats.positive_rate().float().expand_as(like)
+    return prior, prior >= 0.5
 
 
 def format_table(model: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]]) -> str:

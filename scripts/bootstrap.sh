@@ -5,6 +5,14 @@
 # Needs only Python >= 3.11 and gcc. See docs/setup.md.
 set -euo pipefail
 
+# The main job needs the package alone; --dev adds what the tests, notebooks and plots need.
+EXTRAS=""
+case "${1:-}" in
+    "") ;;
+    --dev) EXTRAS="[dev]" ;;
+    *) echo "usage: bash scripts/bootstrap.sh [--dev]" >&2; exit 2 ;;
+esac
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
@@ -35,22 +43,23 @@ fi
 shopt -s nullglob
 dep_files=(pyproject.toml constraints.txt requirements/*.txt)
 shopt -u nullglob
-want="$(sha256sum "${dep_files[@]}" | sha256sum | cut -d' ' -f1)"
+hash="$(sha256sum "${dep_files[@]}" | sha256sum | cut -d' ' -f1)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
 
-if [[ "$want" == "$have" ]]; then
+# The stamp records the hash and what was installed; a --dev install also serves the plain one.
+if [[ "$have" == "$hash[dev]" || "$have" == "$hash$EXTRAS" ]]; then
     say "dependencies up to date"
 else
     rm -f "$STAMP"
     # The constraints file pins torch to the 2.13.0 CPU wheel; without it pip pulls GBs of CUDA wheels.
-    say "installing faceinsight[dev] (pip, may take a few minutes on a fresh machine)"
-    pip_install -e ".[dev]"
+    say "installing faceinsight$EXTRAS (pip, may take a few minutes on a fresh machine)"
+    pip_install -e ".$EXTRAS"
     if [[ -f "$LANDMARKS" ]]; then
         # --no-deps: mediapipe's metadata pins numpy<2 and pulls jax; the file lists what it really needs.
         say "installing optional landmarks extra ($LANDMARKS)"
         pip_install --no-deps -r "$LANDMARKS"
     fi
-    echo "$want" >"$STAMP"
+    echo "$hash$EXTRAS" >"$STAMP"
 fi
 
 # PyPI's torchvision is a CUDA build; this makes it load on the CPU torch (no-op when not needed).

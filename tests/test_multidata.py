@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from faceinsight.cli import run
-from faceinsight.data.module import DatasetSpec, FaceDataModule
+from faceinsight.data.module import DatasetSpec, FaceDataModule, resize_image
 from faceinsight.vocab import SCHEMAS, union
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,3 +105,23 @@ def test_roots_replace_dataset_folders_by_name_or_index():
     assert [s.root for s in dm.specs] == ["a", "/new/b", "/new/c"] and specs[1].root == "b"
     with pytest.raises(ValueError, match="names one dataset twice"):
         FaceDataModule(specs, roots={"celeba": "x", "2": "y"})
+
+
+def test_in_memory_cache_filled_by_worker_processes_matches_the_dataset():
+    """cache_samples decodes the split at set-up in worker processes; every cached item must be the dataset's
+    own item at the same index (images, maps, labels, keys), in the order the loader saw them."""
+    dm = FaceDataModule(
+        [DatasetSpec("synthface", options={"num_train": 600, "num_val": 8, "num_test": 8})],
+        batch_size=8,
+        num_workers=0,
+        cache_samples=True,
+    )
+    dm.setup("fit")
+    view = dm.views("train")[0]
+    assert sorted(view.cache) == list(range(600))  # 600 >= 512: filled by the worker path
+    for i in (0, 63, 64, 321, 599):
+        ref, got = view.dataset[i], view.cache[i]
+        assert got["key"] == ref["key"]
+        assert got["segmap"].dtype == torch.uint8 and torch.equal(got["segmap"].long(), ref["segmap"])
+        assert torch.equal(got["image"], ref["image"]) and torch.equal(got["labels"], ref["labels"])
+        assert torch.equal(view[i]["image"], resize_image(ref["image"], view.image_size))
