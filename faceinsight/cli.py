@@ -14,7 +14,11 @@ Tools beside training:
 ``faceinsight synthface preview`` (a PNG grid of SynthFace samples),
 ``faceinsight rules audit <rules> --data <dataset>`` (rule violations in real labels),
 ``faceinsight segparser fit`` (train the U-Net face parser),
-``faceinsight graph export <ckpt>`` (the correlation graph of a checkpoint as JSON).
+``faceinsight graph export <ckpt>`` (the correlation graph of a checkpoint as JSON),
+``faceinsight ablate -c <preset> --seeds 3 [--sweep KEY=V1,V2]`` (the paper's module ablation or a sweep, see
+``faceinsight.ablate``),
+``faceinsight qa export`` and ``faceinsight eval-text <answers.jsonl>`` (questions for any MLLM, and its free-text
+answers scored: ``faceinsight.qa``, ``faceinsight.eval_text``).
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ TOOLS: dict[str, str | dict[str, str]] = {
     "rules": {"audit": "faceinsight.logic.audit:main"},
     "segparser": {"fit": "faceinsight.segmentation.unet:main"},
     "graph": {"export": "faceinsight.graph:export_main"},
+    "ablate": "faceinsight.ablate:main",
+    "qa": {"export": "faceinsight.qa:export_main"},
+    "eval-text": "faceinsight.eval_text:main",
 }
 
 

@@ -82,15 +82,26 @@ class AttributeMetrics(Metric):
             "mAP": self._mean_average_precision(),
         }
 
-    def _mean_average_precision(self) -> float:
+    def _average_precisions(self) -> list[float]:
+        """AP of each label over the samples that label it (NaN for a label with no positive)."""
         scores = torch.cat(self.scores) if isinstance(self.scores, list) else self.scores
         targets = torch.cat(self.targets) if isinstance(self.targets, list) else self.targets
-        aps = [
-            binary_average_precision(scores[:, j], targets[:, j], ignore_index=-1)
-            for j in range(self.num_labels)
+        return [
+            float(binary_average_precision(scores[:, j], targets[:, j], ignore_index=-1))
             if (targets[:, j] == 1).any()
+            else math.nan
+            for j in range(self.num_labels)
         ]
-        return float(torch.stack(aps).mean()) if aps else math.nan
+
+    def _mean_average_precision(self) -> float:
+        aps = [a for a in self._average_precisions() if not math.isnan(a)]
+        return sum(aps) / len(aps) if aps else math.nan
+
+    def per_label(self) -> dict[str, list[float]]:
+        """Each label's accuracy and AP (NaN where a label was never seen): what an ablation compares per
+        characteristic (the paper discusses "pointy nose", "oval face", "arched eyebrows")."""
+        accuracy = torch.where(self.labelled > 0, self.correct / self.labelled.clamp_min(1), math.nan)
+        return {"accuracy": accuracy.tolist(), "ap": self._average_precisions()}
 
 
 class GroupMetrics(Metric):
@@ -198,6 +209,7 @@ class DatasetMetrics(torch.nn.Module):
         # A binary attribute counts here even when it also belongs to a group (CelebA's Male is both the
         # 40-attribute metric's and the gender task's).
         attrs = [position[n] for n in schema.attributes if n in position]
+        self.attribute_names = [n for n in schema.attributes if n in position]
         self.register_buffer("attribute_index", torch.tensor(attrs, dtype=torch.long), persistent=False)
         self.attributes = AttributeMetrics(len(attrs)) if attrs else None
         self.groups = torch.nn.ModuleDict()
@@ -241,6 +253,13 @@ class DatasetMetrics(torch.nn.Module):
         if self.consistency is not None:
             out.update(self.consistency.compute())
         return out
+
+    def per_characteristic(self) -> dict[str, dict[str, float]]:
+        """Binary attributes' own accuracy and AP, by name (call before ``reset``)."""
+        if self.attributes is None:
+            return {}
+        per = self.attributes.per_label()
+        return {n: {k: v[j] for k, v in per.items()} for j, n in enumerate(self.attribute_names)}
 
     def reset(self) -> None:
         for m in self.modules():

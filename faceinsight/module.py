@@ -274,6 +274,7 @@ class FaceModule(L.LightningModule):
         per_rule = {
             name: m.consistency.per_rule() for name, m in self.eval_metrics.items() if m.consistency is not None
         }
+        per_characteristic = {name: m.per_characteristic() for name, m in self.eval_metrics.items()}
         model, baseline = self._collect(self.eval_metrics), self._collect(self.baseline_metrics)
         for name, values in model.items():
             self.log_dict({f"test/{name}/{k}": v for k, v in values.items() if not math.isnan(v)})
@@ -284,6 +285,7 @@ class FaceModule(L.LightningModule):
                 name: dict(zip([r.text for r in self.rules.rules], rates, strict=True))
                 for name, rates in per_rule.items()
             },
+            "per_characteristic": per_characteristic,
             "decoding": self.decoding,
             # a model without one of the paper's switches runs without that module (the specialist: logic at most)
             "modules": {k: self.hparams.get(k, False) for k in ("use_seg", "use_correlation", "use_logic")},

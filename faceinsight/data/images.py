@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from faceinsight.data.module import DatasetSpec
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-PARSERS = ("landmarks", "unet")
+PARSERS = ("landmarks", "unet", "facer")
 
 
 class ImageFiles(FaceDataset):
@@ -149,7 +149,8 @@ def predict_parser(first: DatasetSpec, kind: str | None, options: dict[str, Any]
         raise ValueError(
             f"--data.predict_images: the model reads parsing maps, but their configured source "
             f"({described.get(kind, repr(kind))}) cannot parse other images. Choose a face parser: "
-            "--data.predict_segmaps landmarks (needs mediapipe), or --data.predict_segmaps unet "
+            "--data.predict_segmaps landmarks (needs mediapipe), --data.predict_segmaps facer (the paper's "
+            "Pyfacer/FaRL parser, needs the facer extra), or --data.predict_segmaps unet "
             "--data.predict_segmap_options '{checkpoint: parser.ckpt}' (`faceinsight segparser fit` trains one); "
             "a model trained with --model.use_seg false needs none"
         )

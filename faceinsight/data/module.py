@@ -43,8 +43,10 @@ class DatasetSpec:
         root: the dataset's folder in its native layout (unused for ``synthface``).
         weight: share of this dataset in the training mix (normalised over datasets).
         segmaps: where parsing maps come from when the dataset has none of its own:
-            ``"landmarks"``, ``"unet"`` (see ``faceinsight.segmentation``), or ``"dataset"`` to require its own.
-        segmap_options: keyword arguments of the segmentation source (e.g. ``checkpoint`` for ``unet``).
+            ``"landmarks"``, ``"unet"``, ``"facer"`` (the paper's Pyfacer/FaRL parser; see
+            ``faceinsight.segmentation``), or ``"dataset"`` to require its own.
+        segmap_options: keyword arguments of the segmentation source (e.g. ``checkpoint`` for ``unet``, ``device``
+            or ``parser_weights`` for ``facer``).
         options: keyword arguments of the loader; ``synthface`` takes ``num_train``, ``num_val``,
             ``num_test``, ``seed`` and any ``SynthFaceConfig`` field.
         no_face: what to do with the faces a computed-map source finds no face in (the landmark parser
@@ -55,12 +57,14 @@ class DatasetSpec:
     kind: str = "synthface"
     root: str | None = None
     weight: float = 1.0
-    segmaps: str = "dataset"
+    segmaps: Literal["dataset", "landmarks", "unet", "facer"] = "dataset"
     segmap_options: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     no_face: Literal["background", "drop"] = "background"
 
     def __post_init__(self) -> None:
+        if self.segmaps not in ("dataset", "landmarks", "unet", "facer"):
+            raise ValueError(f"segmaps must be 'dataset', 'landmarks', 'unet' or 'facer', got {self.segmaps!r}")
         if self.no_face not in ("background", "drop"):
             raise ValueError(f"no_face must be 'background' or 'drop', got {self.no_face!r}")
 
@@ -286,8 +290,8 @@ class FaceDataModule(L.LightningDataModule):
             process per core. Each DataLoader worker holds its own copy, so pair it with ``num_workers: 0``.
         predict_images: ``predict`` on these unlabelled images instead of the test splits: a folder (searched
             recursively) or a text file with one image path per line (see ``faceinsight.data.images``).
-        predict_segmaps: the face parser, ``landmarks`` or ``unet``, that draws their parsing maps (default: the
-            first dataset's ``segmaps``); unused when the model has no segmentation modality.
+        predict_segmaps: the face parser, ``landmarks``, ``unet`` or ``facer``, that draws their parsing maps
+            (default: the first dataset's ``segmaps``); unused when the model has no segmentation modality.
         predict_segmap_options: its keyword arguments, e.g. ``{checkpoint: parser.ckpt}`` for ``unet`` (default:
             the first dataset's ``segmap_options`` when the parser is the same).
     """
@@ -354,7 +358,7 @@ class FaceDataModule(L.LightningDataModule):
             if spec.segmaps == "dataset":
                 raise ValueError(
                     f"{spec.kind} at {spec.root} has no parsing maps of its own: set its segmaps source "
-                    "to 'landmarks' or 'unet', or switch the modality off with --model.use_seg false"
+                    "to 'landmarks', 'unet' or 'facer', or switch the modality off with --model.use_seg false"
                 )
             from faceinsight.segmentation import SegmapCache, make_source
 

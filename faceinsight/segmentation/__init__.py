@@ -1,7 +1,8 @@
 """Face-parsing maps (CelebAMask-HQ's 19 classes) for images that have none: parsers behind one interface, and a cache.
 
 ``make_source("landmarks")`` needs mediapipe (``requirements/landmarks.txt``); ``make_source("unet", checkpoint=...)``
-needs a checkpoint from ``faceinsight segparser fit``.
+needs a checkpoint from ``faceinsight segparser fit``; ``make_source("facer")``, the paper's parser (Pyfacer's
+RetinaFace + FaRL), needs the ``facer`` extra and its weights (fetched on first use, or local files).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from faceinsight.segmentation.miou import miou
 __all__ = ["CLASSES", "NUM_CLASSES", "CachedMaps", "SegSource", "SegmapCache", "make_source", "miou", "resize_maps"]
 
 
-def make_source(kind: Literal["landmarks", "unet"], **kwargs: Any) -> SegSource:
+def make_source(kind: Literal["landmarks", "unet", "facer"], **kwargs: Any) -> SegSource:
     """``landmarks``: :class:`~faceinsight.segmentation.landmarks.LandmarkParser` (kwargs are its parameters);
-    ``unet``: :meth:`~faceinsight.segmentation.unet.UNetSource.from_checkpoint` (``checkpoint=<path>``)."""
+    ``unet``: :meth:`~faceinsight.segmentation.unet.UNetSource.from_checkpoint` (``checkpoint=<path>``);
+    ``facer``: :class:`~faceinsight.segmentation.facer.FacerParser` (kwargs are its parameters, e.g. ``device``,
+    ``parser_weights``, ``detector_weights``)."""
     if kind == "landmarks":
         from faceinsight.segmentation.landmarks import LandmarkParser
 
@@ -26,4 +29,8 @@ def make_source(kind: Literal["landmarks", "unet"], **kwargs: Any) -> SegSource:
         from faceinsight.segmentation.unet import UNetSource
 
         return UNetSource.from_checkpoint(**kwargs)
-    raise ValueError(f"unknown segmentation source {kind!r}; choose 'landmarks' or 'unet'")
+    if kind == "facer":
+        from faceinsight.segmentation.facer import FacerParser
+
+        return FacerParser(**kwargs)
+    raise ValueError(f"unknown segmentation source {kind!r}; choose 'landmarks', 'unet' or 'facer'")
