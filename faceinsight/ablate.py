@@ -300,13 +300,14 @@ def plot(records: Sequence[dict[str, Any]], settings: Sequence[str], path: Path,
             ax.set_xlabel(key)
         else:
             width = 0.8 / len(settings)
+            low = 1.0
             for i, s in enumerate(settings):
                 ms = [mean_std([r["model"][dataset][m] for r in groups[s]]) for m in present]
                 xs = [j + (i - (len(settings) - 1) / 2) * width for j in range(len(present))]
                 ax.bar(xs, [mu for mu, _ in ms], width, yerr=[sd for _, sd in ms], capsize=3, label=s)
+                low = min(low, *(mu - (0 if math.isnan(sd) else sd) for mu, sd in ms))
             ax.set_xticks(range(len(present)), [m.split("/")[-1] for m in present])
-            lows = [mean_std([r["model"][dataset][m] for r in records])[0] for m in present]
-            ax.set_ylim(max(0.0, min(lows) - 0.1), 1.0)
+            ax.set_ylim(max(0.0, low - 0.05), 1.0)  # every error bar in view
         ax.set_title(f"{dataset} (mean ± std, {len(next(iter(groups.values())))} seeds)")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
@@ -346,7 +347,9 @@ def main(argv: list[str] | None = None) -> None:
         title = f"{'Sweep' if args.sweep else 'Ablation'}: {' + '.join(args.config)}"
         extra = f" with overrides `{shlex.join(args.overrides)}`" if args.overrides else ""
         text = summary_markdown(records, complete, title + extra, ordered=not args.sweep)
-        text += f"\nWall time {wall:.0f} s for {len(cells)} runs, {args.jobs} at a time.\n"
+        skipped = sum(bool(r.get("skipped")) for r in records)
+        text += (f"\nRuns took {sum(r['seconds'] for r in records):.0f} s in all ({len(records)} runs, {args.jobs} at "
+                 f"a time); this invocation took {wall:.0f} s, {skipped} runs found done.\n")  # fmt: skip
         (out / "summary.md").write_text(text)
         deltas = per_characteristic_deltas(records, complete) if not args.sweep else []
         if deltas:

@@ -18,7 +18,8 @@ Tools beside training:
 ``faceinsight ablate -c <preset> --seeds 3 [--sweep KEY=V1,V2]`` (the paper's module ablation or a sweep, see
 ``faceinsight.ablate``),
 ``faceinsight qa export`` and ``faceinsight eval-text <answers.jsonl>`` (questions for any MLLM, and its free-text
-answers scored: ``faceinsight.qa``, ``faceinsight.eval_text``).
+answers scored: ``faceinsight.qa``, ``faceinsight.eval_text``),
+``faceinsight pretrain clip|lm`` (small backbones pretrained on captions from labels: ``faceinsight.pretrain``).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ TOOLS: dict[str, str | dict[str, str]] = {
     "ablate": "faceinsight.ablate:main",
     "qa": {"export": "faceinsight.qa:export_main"},
     "eval-text": "faceinsight.eval_text:main",
+    "pretrain": {"clip": "faceinsight.pretrain.clip:main", "lm": "faceinsight.pretrain.lm:main"},
 }
 
 

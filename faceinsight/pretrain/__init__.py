@@ -1,0 +1,8 @@
+"""Pretraining of the small presets' backbones, the way their real counterparts were pretrained (docs/pretraining.md).
+
+* ``faceinsight pretrain clip`` (:mod:`faceinsight.pretrain.clip`): a CLIP (``transformers.CLIPModel``) trained with
+  the symmetric contrastive loss on training-split faces and captions written from their labels (FLIP's recipe), saved
+  as a ``from_pretrained`` folder that ``image_encoder.pretrained`` and ``text_encoder.pretrained`` load.
+* ``faceinsight pretrain lm`` (:mod:`faceinsight.pretrain.lm`): a small ``LlamaForCausalLM`` trained on face
+  descriptions and question-answer pairs, saved as a folder that ``llm.pretrained`` loads.
+"""

