@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,13 @@ from faceinsight.encoders import (
     build_llm,
 )
 from faceinsight.vocab import SCHEMAS, prompts, union
+
+
+class Visual(NamedTuple):
+    """What the visual encoders give for a batch: E_i's tokens and E_s's (None without the segmentation modality)."""
+
+    image: Tensor
+    seg: Tensor | None
 
 
 class Adapter(nn.Sequential):
@@ -149,16 +157,21 @@ class FaceInsight(nn.Module):
             t = self.gcn(t, self.gcn.adjacency(self.stats))
         return self.prompt_adapter(t)
 
-    def forward(self, image: Tensor, segmap: Tensor | None = None) -> Tensor:
-        """Yes-minus-No logits ``[B, K]``: ``sigmoid`` of them is ``P(y_k)`` (eq. 2)."""
+    def forward(self, image: Tensor | None, segmap: Tensor | None = None, visual: Visual | None = None) -> Tensor:
+        """Yes-minus-No logits ``[B, K]``: ``sigmoid`` of them is ``P(y_k)`` (eq. 2).
+
+        ``visual``: the encoders' outputs for this batch (:meth:`encode`), e.g. from a frozen-feature cache; the
+        image and map are then not read.
+        """
         llm_dtype = self.llm.dtype
-        b = image.shape[0]
-        prefix = self._prefix(image, segmap)
+        prefix = self._prefix(image, segmap, visual)
+        b = prefix.shape[0]
         chars = self.characteristic_embeddings().to(llm_dtype).expand(b, -1, -1)
 
         p, k = prefix.shape[1], chars.shape[1]
-        mask = characteristic_attention_mask(p, k, llm_dtype, image.device).expand(b, -1, -1, -1)
-        positions = torch.cat([torch.arange(p, device=image.device), torch.full((k,), p, device=image.device)])
+        device = prefix.device
+        mask = characteristic_attention_mask(p, k, llm_dtype, device).expand(b, -1, -1, -1)
+        positions = torch.cat([torch.arange(p, device=device), torch.full((k,), p, device=device)])
         hidden = self._decode(torch.cat([prefix, chars], dim=1), mask, positions.expand(b, -1), p)
         return self.answer_difference(hidden)
 
@@ -214,16 +227,34 @@ class FaceInsight(nn.Module):
             out = out + (bias[0] - bias[1])
         return out
 
-    def _prefix(self, image: Tensor, segmap: Tensor | None) -> Tensor:
-        """The LLM input before the characteristics, ``[B, P, D]``: [BOS] image, segmentation and query tokens."""
-        llm_dtype = self.llm.dtype
-        embed = self.llm.get_input_embeddings()
-        b = image.shape[0]
-        parts = [embed(self.bos_ids).expand(b, -1, -1), self.image_adapter(self.image_encoder(image))]
+    def encode(self, image: Tensor, segmap: Tensor | None = None) -> Visual:
+        """The visual encoders' outputs, before the adapters: E_i's tokens ``[B, Nv, Dv]`` and E_s's ``[B, Ns, Ds]``
+        (None when the segmentation modality is off). With both encoders frozen these are fixed per image, which
+        is what a frozen-feature cache stores."""
+        seg_tokens = None
         if self.seg_encoder is not None:
             if segmap is None:
                 raise ValueError("the segmentation modality is on (use_seg) but the batch has no segmap")
-            parts.append(self.seg_adapter(self.seg_encoder(segmap)))
+            seg_tokens = self.seg_encoder(segmap)
+        return Visual(self.image_encoder(image), seg_tokens)
+
+    def _prefix(self, image: Tensor | None, segmap: Tensor | None, visual: Visual | None = None) -> Tensor:
+        """The LLM input before the characteristics, ``[B, P, D]``: [BOS] image, segmentation and query tokens."""
+        if visual is None:
+            if image is None:
+                raise ValueError("pass the images or their encoded tokens (visual)")
+            visual = self.encode(image, segmap)
+        llm_dtype = self.llm.dtype
+        embed = self.llm.get_input_embeddings()
+        b = visual.image.shape[0]
+        parts = [
+            embed(self.bos_ids).expand(b, -1, -1),
+            self.image_adapter(visual.image.to(self.image_adapter[0].weight.dtype)),
+        ]
+        if self.seg_adapter is not None:
+            if visual.seg is None:
+                raise ValueError("the segmentation modality is on (use_seg) but no segmentation tokens were given")
+            parts.append(self.seg_adapter(visual.seg.to(self.seg_adapter[0].weight.dtype)))
         parts.append(embed(self.query_ids).expand(b, -1, -1))
         return torch.cat([p.to(llm_dtype) for p in parts], dim=1)
 

@@ -29,7 +29,7 @@ from faceinsight.correlation import CooccurrenceStats, CorrelationConfig
 from faceinsight.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig, TextEncoderConfig
 from faceinsight.logic import LogicLoss, RuleSet, load_rules, parse_rules
 from faceinsight.metrics import DatasetMetrics
-from faceinsight.model import FaceInsight, FaceInsightConfig
+from faceinsight.model import FaceInsight, FaceInsightConfig, Visual
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +202,13 @@ class FaceModule(L.LightningModule):
             return self.rules.decode(probs)
         return probs >= 0.5
 
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """The model's logits ``[B, K]`` for a batch."""
+        return self.model(batch["image"], batch.get("segmap"))
+
     def losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """``L = L_BCE + lambda * L_c`` (eq. 4), its parts, and the logits."""
-        logits = self.model(batch["image"], batch.get("segmap"))
+        logits = self.logits(batch)
         parts = {"bce": masked_bce(logits, batch["labels"], batch["label_mask"], self.hparams.bce_reduction)}
         loss = parts["bce"]
         if self.logic_loss is not None:
@@ -429,6 +433,13 @@ class FaceInsightModule(FaceModule):
             query=query,
         )
         self.model = FaceInsight(config, list(characteristics))
+
+    def visual(self, batch: dict[str, Tensor]) -> Visual:
+        """The visual encoders' outputs for a batch (:meth:`FaceInsight.encode`)."""
+        return self.model.encode(batch["image"], batch.get("segmap"))
+
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(None, visual=self.visual(batch))
 
     def missing_statistics(self, what: str) -> None:
         if self.model.gcn is not None:
