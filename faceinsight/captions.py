@@ -565,6 +565,40 @@ def caption_pair(
     return Caption(text, dict(w.facts), w.years), None if flipped is None else _render(flipped, twin, style)
 
 
+class FirstChoice(np.random.Generator):
+    """A generator that never draws: every probability test passes (``random()`` is 0), every pick is the first
+    option, every shuffle keeps the order. ``caption`` driven by it says each fact its style allows in its first
+    words, in a fixed order (:func:`full_description`). Methods not overridden draw from a fixed seed."""
+
+    def __init__(self) -> None:
+        super().__init__(np.random.PCG64(0))
+
+    def random(self, *args: object, **kwargs: object) -> float:
+        return 0.0
+
+    def integers(self, *args: object, **kwargs: object) -> int:
+        return 0
+
+    def permutation(self, x: int | Sequence[str], *args: object, **kwargs: object) -> np.ndarray:
+        return np.arange(x) if isinstance(x, int | np.integer) else np.asarray(x)
+
+    def choice(self, a: int, *args: object, p: np.ndarray | None = None, **kwargs: object) -> int:
+        return int(np.argmax(p)) if p is not None else 0
+
+
+def all_facts_style() -> CaptionStyle:
+    """Every fact said: each present and each absent feature that has words, the gender and the age; as sentences."""
+    return CaptionStyle(p_present=1.0, p_absent=1.0, max_absent=len(VOCAB), p_gender=1.0, p_age=1.0,
+                        forms={"sentences": 1.0})  # fmt: skip
+
+
+def full_description(face: FaceLabels, style: CaptionStyle | None = None) -> Caption:
+    """``face`` in words, deterministically: ``caption`` with :class:`FirstChoice` and :func:`all_facts_style` (or
+    ``style``). The same facts give the same text, and it states only facts of ``face``, so the description of a
+    model's decoded answers never contradicts them."""
+    return caption(face, FirstChoice(), style or all_facts_style())
+
+
 def _render(w: _Words, rng: np.random.Generator, style: CaptionStyle) -> str:
     """The chosen words in one of the forms, by ``style.forms``."""
     noun = str(_pick(rng, NOUNS[(w.gender, w.age_class)]))

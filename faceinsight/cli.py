@@ -19,7 +19,9 @@ Tools beside training:
 ``faceinsight.ablate``),
 ``faceinsight qa export`` and ``faceinsight eval-text <answers.jsonl>`` (questions for any MLLM, and its free-text
 answers scored: ``faceinsight.qa``, ``faceinsight.eval_text``),
-``faceinsight pretrain clip|lm`` (small backbones pretrained on captions from labels: ``faceinsight.pretrain``).
+``faceinsight pretrain clip|lm`` (small backbones pretrained on captions from labels: ``faceinsight.pretrain``),
+``faceinsight describe --ckpt_path <ckpt>`` (each face in words, decoded and generated, and how often the generated
+words contradict the model's answers: ``faceinsight.describe``).
 """
 
 from __future__ import annotations
@@ -102,7 +104,13 @@ TOOLS: dict[str, str | dict[str, str]] = {
     "ablate": "faceinsight.ablate:main",
     "qa": {"export": "faceinsight.qa:export_main"},
     "eval-text": "faceinsight.eval_text:main",
-    "pretrain": {"clip": "faceinsight.pretrain.clip:main", "lm": "faceinsight.pretrain.lm:main"},
+    "describe": "faceinsight.describe:main",
+    "pretrain": {
+        "all": "faceinsight.pretrain.all:main",
+        "clip": "faceinsight.pretrain.clip:main",
+        "seg": "faceinsight.pretrain.seg:main",
+        "lm": "faceinsight.pretrain.lm:main",
+    },
 }
 
 

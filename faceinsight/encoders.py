@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import timm
 import torch
-import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 from transformers import (
@@ -192,10 +191,17 @@ class SegEncoder(nn.Module):
     def dim(self) -> int:
         return self.vit.num_features
 
+    def onehot(self, segmap: Tensor) -> Tensor:
+        """``segmap [B, S, S]`` int class ids -> the ViT's input ``[B, num_classes, S, S]`` in its dtype (scattered
+        straight into that layout: 3x faster than ``F.one_hot`` permuted, the larger part of a forward pass here)."""
+        weight = self.vit.patch_embed.proj.weight
+        onehot = torch.zeros(len(segmap), self.config.num_classes, *segmap.shape[1:], dtype=weight.dtype,
+                             device=segmap.device)  # fmt: skip
+        return onehot.scatter_(1, segmap[:, None].long(), 1.0)
+
     def forward(self, segmap: Tensor) -> Tensor:
         """``segmap [B, S, S]`` int class ids -> ``[B, Ns, Ds]``."""
-        onehot = F.one_hot(segmap.long(), self.config.num_classes).permute(0, 3, 1, 2)
-        tokens = self.vit.forward_features(onehot.to(self.vit.patch_embed.proj.weight.dtype))
+        tokens = self.vit.forward_features(self.onehot(segmap))
         return tokens[:, self.vit.num_prefix_tokens :]
 
 

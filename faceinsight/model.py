@@ -5,6 +5,10 @@ The characteristic tokens attend to the whole prefix and to themselves only and
 share one position id, so all K answers come from one forward pass and do not
 depend on the order of the characteristics. Each answer is
 ``P(y_k) = softmax(logit_Yes, logit_No)[Yes]`` at characteristic token k (eq. 2).
+
+For free text (``faceinsight describe``) the query is a request ("Describe this face.") and the LLM continues the
+prefix itself: :meth:`FaceInsight.caption_loss` trains the adapters on captions (LLaVA's alignment stage),
+:meth:`FaceInsight.generate` decodes greedily.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward, rotate_half
@@ -88,6 +93,7 @@ class FaceInsight(nn.Module):
         self.image_encoder = ImageEncoder(config.image_encoder, load_weights)
         self.seg_encoder = SegEncoder(config.seg_encoder, load_weights) if config.use_seg else None
         self.llm, tokenizer = build_llm(config.llm, load_weights)
+        self.tokenizer = tokenizer  # None on the meta device; faceinsight.describe reads and writes text with it
         d = self.llm.config.hidden_size
 
         # E_t is frozen, so T0 is computed once and kept as a buffer: checkpoints then predict without it.
@@ -281,6 +287,49 @@ class FaceInsight(nn.Module):
             hidden = decoder(inputs_embeds=sequences, use_cache=False).last_hidden_state[:, p]
             out.append(self.answer_difference(hidden))
         return torch.cat(out).view(b, k)
+
+    # ----------------------------------------------------------------- free text (faceinsight.describe)
+    def describe_prefix(self, visual: Visual, query_ids: Tensor) -> Tensor:
+        """LLaVA's input for a free-text answer, ``[B, P', D]``: [BOS], image and segmentation tokens as in
+        :meth:`_prefix`, then the embeddings of ``query_ids`` (e.g. "Describe this face.") instead of the
+        characteristic query."""
+        prefix = self._prefix(None, None, visual)
+        visual_end = prefix.shape[1] - len(self.query_ids)
+        query = self.llm.get_input_embeddings()(query_ids).to(prefix.dtype)
+        return torch.cat([prefix[:, :visual_end], query.expand(prefix.shape[0], -1, -1)], dim=1)
+
+    def caption_loss(self, visual: Visual, query_ids: Tensor, caption_ids: Tensor, caption_mask: Tensor) -> Tensor:
+        """Mean next-token NLL of the caption tokens ``[B, T]`` (``caption_mask`` marks the real ones, right
+        padding) after :meth:`describe_prefix`: LLaVA's alignment loss. Gradients reach the adapters through the
+        LLM whether it is frozen or not. The output layer runs on the predicted positions only (the vocabulary is
+        most of its cost)."""
+        prefix = self.describe_prefix(visual, query_ids)
+        b, p = prefix.shape[:2]
+        words = self.llm.get_input_embeddings()(caption_ids).to(prefix.dtype)
+        mask = torch.cat([caption_mask.new_ones(b, p), caption_mask], dim=1)
+        decoder = self.llm.get_decoder()
+        hidden = decoder(inputs_embeds=torch.cat([prefix, words], dim=1), attention_mask=mask, use_cache=False)
+        real = caption_mask.bool()
+        predicting = hidden.last_hidden_state[:, p - 1 : -1][real]  # position i predicts caption token i - p + 1
+        logits = self.llm.get_output_embeddings()(predicting).float()
+        return F.cross_entropy(logits, caption_ids[real])
+
+    @torch.no_grad()
+    def generate(self, visual: Visual, query_ids: Tensor, end_id: int, max_new_tokens: int) -> Tensor:
+        """Greedy continuation of :meth:`describe_prefix`, ``[B, <= max_new_tokens]`` token ids: each row stops at
+        ``end_id`` (included; the row holds ``end_id`` after it), all stop after ``max_new_tokens``. Deterministic:
+        the most probable token each step, with the LLM's KV cache."""
+        out = self.llm(inputs_embeds=self.describe_prefix(visual, query_ids), use_cache=True, logits_to_keep=1)
+        done = torch.zeros(out.logits.shape[0], dtype=torch.bool, device=out.logits.device)
+        tokens = []
+        for step in range(max_new_tokens):
+            token = out.logits[:, -1].argmax(-1).masked_fill(done, end_id)
+            tokens.append(token)
+            done |= token == end_id
+            if bool(done.all()) or step + 1 == max_new_tokens:
+                break
+            out = self.llm(input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True)
+        return torch.stack(tokens, dim=1) if tokens else torch.zeros(len(done), 0, dtype=torch.long)
 
 
 def preset_architecture(path: str | Path) -> tuple[FaceInsightConfig, list[str]]:

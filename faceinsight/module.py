@@ -17,16 +17,21 @@ import json
 import logging
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import RunningStage
 from torch import Tensor, nn
 
 from faceinsight.correlation import CooccurrenceStats, CorrelationConfig
+from faceinsight.describe import DESCRIBE_QUERY, label_captions, text_ids, tokenize_captions
 from faceinsight.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig, TextEncoderConfig
+from faceinsight.features import FeatureCache, FeatureEntry, StoreDtype, read_rows
 from faceinsight.logic import LogicLoss, RuleSet, load_rules, parse_rules
 from faceinsight.metrics import DatasetMetrics
 from faceinsight.model import FaceInsight, FaceInsightConfig, Visual
@@ -36,7 +41,9 @@ log = logging.getLogger(__name__)
 Semantics = Literal["paper", "semantic", "product", "goedel", "lukasiewicz"]
 
 
-EVALUATION_OPTIONS = ["decoding", "metrics_file"]  # not saved in checkpoints: switchable at test time
+# Not saved in checkpoints: switchable at test time (the feature cache changes where E_i's and E_s's outputs come
+# from, not what they are).
+EVALUATION_OPTIONS = ["decoding", "metrics_file", "feature_cache", "feature_cache_dir", "feature_cache_dtype"]
 
 
 class FaceModule(L.LightningModule):
@@ -59,6 +66,7 @@ class FaceModule(L.LightningModule):
     """
 
     model: nn.Module
+    eval_parts: tuple[str, ...] = ()  # loss parts logged per dataset in validation and test, beside the loss
 
     def __init__(
         self,
@@ -209,12 +217,17 @@ class FaceModule(L.LightningModule):
     def losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """``L = L_BCE + lambda * L_c`` (eq. 4), its parts, and the logits."""
         logits = self.logits(batch)
+        loss, parts = self.characteristic_losses(logits, batch)
+        return loss, parts, logits
+
+    def characteristic_losses(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Eq. 4 from the logits ``[B, K]``: the loss and its parts (``bce``, and ``logic`` when on)."""
         parts = {"bce": masked_bce(logits, batch["labels"], batch["label_mask"], self.hparams.bce_reduction)}
         loss = parts["bce"]
         if self.logic_loss is not None:
             parts["logic"] = self.logic_loss(logits)
             loss = loss + self.hparams.logic_weight * parts["logic"]
-        return loss, parts, logits
+        return loss, parts
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, parts, _ = self.losses(batch)
@@ -238,11 +251,12 @@ class FaceModule(L.LightningModule):
         )
 
     def _evaluate(self, batch: dict[str, Tensor], dataloader_idx: int, stage: str) -> None:
-        loss, _, logits = self.losses(batch)
+        loss, parts, logits = self.losses(batch)
         name = list(self.eval_metrics.keys())[dataloader_idx]
         # sync_dist: under DDP the logged loss is the mean over every process's faces, not rank 0's alone.
-        self.log(f"{stage}/{name}/loss", loss, batch_size=batch["image"].shape[0], add_dataloader_idx=False,
-                 sync_dist=True)  # fmt: skip
+        for key, value in {"loss": loss, **{k: v for k, v in parts.items() if k in self.eval_parts}}.items():
+            self.log(f"{stage}/{name}/{key}", value, batch_size=batch["image"].shape[0], add_dataloader_idx=False,
+                     sync_dist=True)  # fmt: skip
         probs = torch.sigmoid(logits)
         self._update(self.eval_metrics[name], probs, self.decide(probs), batch)
         if stage == "test":
@@ -339,12 +353,17 @@ class FaceModule(L.LightningModule):
             },
             "graph": self.graph_report(),
             "encoders": self.encoder_report(),
+            "features": self.feature_report(),
             "trainable_parameters": self.model.trainable_parameters(),
             "data": dm.describe() if dm is not None and hasattr(dm, "describe") else None,
             "checkpoint": trainer.ckpt_path if trainer is not None else None,
             "selection": _selection(trainer),
             "warnings": list(self.warnings),
         }
+
+    def feature_report(self) -> dict[str, Any]:
+        """Where the encoders' outputs came from; a model without a feature cache runs its encoders every step."""
+        return {"cache": False}
 
     def _metrics_path(self) -> Path | None:
         if self.metrics_file:
@@ -397,7 +416,21 @@ class FaceInsightModule(FaceModule):
         decoding: ``threshold`` (P >= 0.5) or ``consistent`` (most probable assignment satisfying the hard rules).
         lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay.
         metrics_file: where the test metrics are written as JSON (default: the logger's folder).
+        caption_weight: weight of the caption loss added to eq. 4 (0: off). LLaVA's alignment stage: the LLM's
+            next-token NLL of a caption written from the face's labels (``faceinsight.captions``, a new one each
+            step) after [BOS], the image and map tokens and ``describe_query``; with the LLM frozen it trains the
+            adapters to make it describe the face (``faceinsight describe``, docs/describe.md). Logged as
+            ``caption`` in training and validation.
+        describe_query: the request before a description, in training and in ``faceinsight describe``.
+        feature_cache: compute E_i's (and E_s's, with ``use_seg``) outputs once per image when fit, validate or test
+            starts, and train and evaluate from them (``faceinsight.features``, docs/feature_cache.md). Both encoders
+            must be frozen (an error names the one that is not), and the data must have no random augmentation
+            (there is none: the cache would be wrong with it). Predict encodes directly.
+        feature_cache_dir: the cache's folder; an entry per (dataset, split) and everything its features depend on.
+        feature_cache_dtype: ``float32`` (exact: the losses of an uncached run) or ``float16`` (half the disk).
     """
+
+    eval_parts = ("caption",)
 
     def __init__(
         self,
@@ -420,8 +453,15 @@ class FaceInsightModule(FaceModule):
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
         metrics_file: str | None = None,
+        caption_weight: float = 0.0,
+        describe_query: str = DESCRIBE_QUERY,
+        feature_cache: bool = False,
+        feature_cache_dir: str = ".cache/features",
+        feature_cache_dtype: StoreDtype = "float32",
     ) -> None:
         super().__init__(characteristics, rules, use_logic, logic_semantics, bce_reduction, decoding, metrics_file)
+        if caption_weight < 0:
+            raise ValueError(f"caption_weight must be >= 0 (0: no caption loss), got {caption_weight}")
         config = FaceInsightConfig(
             image_encoder=image_encoder or ImageEncoderConfig(),
             seg_encoder=seg_encoder or SegEncoderConfig(),
@@ -433,13 +473,102 @@ class FaceInsightModule(FaceModule):
             query=query,
         )
         self.model = FaceInsight(config, list(characteristics))
+        tokenizer = self.model.tokenizer  # None on the meta device
+        ids = text_ids(tokenizer, describe_query) if tokenizer is not None else torch.zeros(0, dtype=torch.long)
+        self.register_buffer("describe_ids", ids, persistent=False)  # the request before a description
+        self.feature_store = FeatureCache(feature_cache_dir, feature_cache_dtype) if feature_cache else None
+        self.feature_entries: dict[str, list[FeatureEntry]] = {}  # split -> one entry per dataset, this trainer call
+        self.feature_folders: dict[str, list[dict[str, Any]]] = {}  # split -> entries used, for the run report
+        if feature_cache:
+            self._check_frozen_encoders()
 
     def visual(self, batch: dict[str, Tensor]) -> Visual:
-        """The visual encoders' outputs for a batch (:meth:`FaceInsight.encode`)."""
-        return self.model.encode(batch["image"], batch.get("segmap"))
+        """The visual encoders' outputs for a batch (:meth:`FaceInsight.encode`): with the feature cache on, the
+        batch's rows of the current split's entries while fit, validate or test runs; encoded otherwise (predict)."""
+        split = self._running_split()
+        if self.feature_store is None or split is None:
+            return self.model.encode(batch["image"], batch.get("segmap"))
+        if split not in self.feature_entries:
+            raise RuntimeError(f"the feature cache has no entries for the {split!r} split (prepare_features not run)")
+        visual = read_rows(self.feature_entries[split], batch["dataset"], batch["index"], batch["key"])
+        return Visual(*(None if t is None else t.to(self.device) for t in visual))
+
+    def _running_split(self) -> str | None:
+        """The split the trainer is running (None outside fit, validate and test)."""
+        return SPLIT_OF_STAGE.get(self._trainer.state.stage) if self._trainer is not None else None
+
+    def _check_frozen_encoders(self) -> None:
+        """The feature cache holds what frozen encoders give: an error names an encoder that trains."""
+        for name, symbol in (("image_encoder", "E_i"), ("seg_encoder", "E_s")):
+            encoder = getattr(self.model, name)
+            if encoder is not None and any(p.requires_grad for p in encoder.parameters()):
+                raise ValueError(
+                    f"feature_cache is on but {symbol} ({name}) is trainable: its outputs change at every step, so "
+                    f"cached ones would be stale. Pass --model.{name}.trainable false, or --model.feature_cache false"
+                )
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self.feature_entries = {}  # opened again by each trainer call: the data or a restored checkpoint may differ
+
+    def on_fit_start(self) -> None:
+        """Encode the training split, and the validation split when validation runs, before the first step."""
+        self.prepare_features("train")
+        if self.trainer.limit_val_batches != 0:
+            self.prepare_features("val")
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        self.prepare_features("val")
+
+    def on_test_start(self) -> None:
+        super().on_test_start()
+        self.prepare_features("test")
+
+    def prepare_features(self, split: str) -> None:
+        """Open the cache entries of ``split``'s datasets, encoding those not cached yet
+        (:meth:`FeatureCache.split_entries`); nothing when the cache is off or they are open."""
+        if self.feature_store is None or split in self.feature_entries:
+            return
+        self._check_frozen_encoders()
+        dm = self._datamodule()
+        if dm is None or not hasattr(dm, "views"):
+            raise RuntimeError("the feature cache encodes the FaceDataModule's splits: fit, validate or test with it")
+        entries = self.feature_store.split_entries(self.model, dm, split, self.device)
+        self.feature_entries[split] = entries
+        self.feature_folders[split] = [{"path": str(e.path), "built": e.built} for e in entries]
+
+    def feature_report(self) -> dict[str, Any]:
+        """Whether E_i's and E_s's outputs came from the feature cache, and its entries per split (``built``: in
+        this run, else found on disk)."""
+        if self.feature_store is None:
+            return {"cache": False}
+        return {"cache": True, "dtype": self.feature_store.dtype, "entries": self.feature_folders}
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(None, visual=self.visual(batch))
+
+    def losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """Eq. 4, plus ``caption_weight`` times the caption loss when it is on; the encoders run once for both."""
+        if not self.hparams.caption_weight:
+            return super().losses(batch)
+        visual = self.visual(batch)
+        logits = self.model(None, visual=visual)
+        loss, parts = self.characteristic_losses(logits, batch)
+        parts["caption"] = self.caption_loss(visual, batch)
+        return loss + self.hparams.caption_weight * parts["caption"], parts, logits
+
+    def caption_loss(self, visual: Visual, batch: dict[str, Tensor]) -> Tensor:
+        """The LLM's NLL of one caption per face written from its labels; the captions are seeded by the run's
+        seed, the training step (0 in evaluation, so every validation sees the same ones) and the batch's keys."""
+        if self.model.tokenizer is None:
+            raise RuntimeError("the caption loss needs the LLM's tokenizer (the model was built without weights)")
+        step = self.global_step if self.training else 0
+        keys = zlib.crc32(" ".join(batch["key"]).encode())
+        rng = np.random.default_rng([int(os.environ.get("PL_GLOBAL_SEED", 0)), step, keys])
+        texts = label_captions(self.model.characteristics, batch, rng)
+        ids, mask = tokenize_captions(self.model.tokenizer, texts)
+        return self.model.caption_loss(visual, self.describe_ids, ids.to(self.device), mask.to(self.device))
 
     def missing_statistics(self, what: str) -> None:
         if self.model.gcn is not None:
@@ -465,6 +594,10 @@ class FaceInsightModule(FaceModule):
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# The split each trainer stage reads (predict encodes directly).
+SPLIT_OF_STAGE = {RunningStage.TRAINING: "train", RunningStage.SANITY_CHECKING: "val", RunningStage.VALIDATING: "val",
+                  RunningStage.TESTING: "test"}  # fmt: skip
 
 
 def masked_bce(logits: Tensor, labels: Tensor, mask: Tensor, reduction: Literal["sum", "mean"] = "sum") -> Tensor:

@@ -34,7 +34,7 @@ def test_loss_is_eq4_bce_plus_logic(tmp_path, monkeypatch) -> None:
     rules = tmp_path / "r.rules"
     rules.write_text("Bald -> ~Bangs\nBald -> ~Wavy_Hair\n")
     module = FaceInsightModule(NAMES, rules=[str(rules)], use_seg=False, use_correlation=False)
-    monkeypatch.setattr(module.model, "forward", lambda image, segmap=None: LOGITS)
+    monkeypatch.setattr(module.model, "forward", lambda image, segmap=None, visual=None: LOGITS)
     batch = {"image": torch.zeros(2, 3, 64, 64), "labels": LABELS, "label_mask": MASK}
     loss, parts, _ = module.losses(batch)
     p = torch.sigmoid(LOGITS).double()

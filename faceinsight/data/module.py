@@ -206,6 +206,7 @@ class ModelView(Dataset):
             "label_mask": mask,
             "age": torch.as_tensor(sample.get("age", float("nan")), dtype=torch.float32),
             "dataset": torch.tensor(self.dataset_index),
+            "index": torch.tensor(i),  # the row of this item in its view: where the feature cache keeps its tokens
             "key": sample.get("key", str(i)),
         }
         if self.with_segmaps:

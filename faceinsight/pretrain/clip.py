@@ -124,12 +124,17 @@ def build_clip(config: ClipPretraining, tokenizer: PreTrainedTokenizerBase) -> C
     ``CLIPTextTransformer`` finds by ``eos_token_id``.
     """
     torch.manual_seed(config.seed)
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    text = dict(asdict(config.text), vocab_size=len(tokenizer), projection_dim=config.projection_dim,
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=bos, eos_token_id=eos)  # fmt: skip
+    text = text_config(config.text, config.projection_dim, tokenizer)
     vision = dict(asdict(config.vision), image_size=config.image_size, projection_dim=config.projection_dim)
     return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=config.projection_dim))
+
+
+def text_config(tower: TextTower, projection_dim: int, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """``CLIPTextConfig`` keyword arguments of a text tower over ``tokenizer``'s vocabulary, pooled at its end token."""
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    return dict(asdict(tower), vocab_size=len(tokenizer), projection_dim=projection_dim,
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=bos, eos_token_id=eos)  # fmt: skip
 
 
 def _embeds(output: Any) -> Tensor:

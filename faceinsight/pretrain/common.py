@@ -1,4 +1,4 @@
-"""What both pretraining commands share: their data (the project's ``FaceDataModule``), command-line parsing (YAML
+"""What the pretraining commands share: their data (the project's ``FaceDataModule``), command-line parsing (YAML
 overlays with ``-c`` and dotted overrides, as ``faceinsight fit``), the optimiser, and the report."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,18 +47,22 @@ def parse(config_class: type[T], argv: Sequence[str] | None, prog: str, descript
 
 
 def open_data(
-    datasets: list[DatasetSpec], batch_size: int, image_size: int = 64, roots: dict[str, str] | None = None
+    datasets: list[DatasetSpec],
+    batch_size: int,
+    image_size: int = 64,
+    roots: dict[str, str] | None = None,
+    with_segmaps: bool = False,
 ) -> FaceDataModule:
-    """The project's data module over ``datasets`` (``roots``: folders by dataset name, as ``--data.roots``), without
-    parsing maps (no encoder here reads them), decoded samples kept in memory (SynthFace renders once), no worker
-    processes."""
+    """The project's data module over ``datasets`` (``roots``: folders by dataset name, as ``--data.roots``), decoded
+    samples kept in memory (SynthFace renders once), no worker processes. Parsing maps only ``with_segmaps`` (only the
+    segmentation encoder reads them; a dataset without its own then needs its ``segmaps`` source)."""
     return FaceDataModule(
         datasets=datasets,
         roots=roots,
         batch_size=batch_size,
         num_workers=0,
         image_size=image_size,
-        with_segmaps=False,
+        with_segmaps=with_segmaps,
         cache_samples=True,
     )
 
@@ -72,6 +76,35 @@ def split_faces(data: FaceDataModule, split: str) -> list[FaceLabels]:
         labels, mask = view.place(*view.dataset.label_matrix())
         faces += faces_of(data.characteristics, labels, mask, view.dataset.ages())
     return faces
+
+
+def face_weights(data: FaceDataModule) -> Tensor:
+    """Each training face's draw probability: its dataset's weight shared by its faces (the data module's mix)."""
+    views = data.views("train")
+    total = sum(s.weight for s in data.specs)
+    return torch.cat([torch.full((len(v),), s.weight / total / len(v)) for s, v in zip(data.specs, views, strict=True)])
+
+
+def train_steps(faces: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    """``epochs`` passes of ``faces // batch_size`` batches (at least one), or ``max_steps`` if fewer."""
+    per_epoch = max(faces // batch_size, 1)
+    return min(max_steps or per_epoch * epochs, per_epoch * epochs)
+
+
+def weighted_batches(weights: Tensor, batch_size: int, steps: int, seed: int) -> Iterator[tuple[int, int, Tensor]]:
+    """``(epoch, step, face indices)`` of ``steps`` batches drawn with replacement by ``weights`` (the data module's
+    training mix): each epoch ``len(weights) // batch_size`` batches (at least one) from a generator seeded with
+    ``seed + epoch``, so the draws depend on the seed alone."""
+    per_epoch = max(len(weights) // batch_size, 1)
+    step = 0
+    for epoch in range(math.ceil(steps / per_epoch)):
+        generator = torch.Generator().manual_seed(seed + epoch)
+        draws = torch.multinomial(weights, per_epoch * batch_size, replacement=True, generator=generator)
+        for start in range(0, len(draws), batch_size):
+            if step == steps:
+                return
+            yield epoch, step, draws[start : start + batch_size]
+            step += 1
 
 
 def default_out(kind: str, data: FaceDataModule) -> Path:

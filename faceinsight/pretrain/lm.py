@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from faceinsight.captions import CaptionStyle, FaceLabels, document
-from faceinsight.data.module import DatasetSpec, FaceDataModule
+from faceinsight.data.module import DatasetSpec
 from faceinsight.encoders import PACKAGED_MINILM
 from faceinsight.pretrain import common
 
@@ -121,27 +121,21 @@ def train(
     """Next-token training on documents of ``faces`` drawn by ``weights`` (with replacement, a new draw each epoch, as
     the data module's training mix); returns the model and each step's loss."""
     model = build_lm(config, tokenizer).train()
-    per_epoch = max(len(faces) // config.batch_size, 1)
-    steps = min(config.max_steps or per_epoch * config.epochs, per_epoch * config.epochs)
+    steps = common.train_steps(len(faces), config.batch_size, config.epochs, config.max_steps)
     opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
     losses: list[float] = []
     bar = tqdm(total=steps, desc="pretrain lm", unit="step", disable=not progress)
-    for epoch in range(math.ceil(steps / per_epoch)):
-        generator = torch.Generator().manual_seed(config.seed + epoch)
-        draws = torch.multinomial(weights, per_epoch * config.batch_size, replacement=True, generator=generator)
-        for start in range(0, len(draws), config.batch_size):
-            if len(losses) == steps:
-                break
-            rng = np.random.default_rng([config.seed, epoch, len(losses)])
-            texts = documents([faces[i] for i in draws[start : start + config.batch_size].tolist()], rng, config)
-            loss = next_token_loss(model, **encode(tokenizer, texts, config.max_length))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
-            losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
+    for epoch, step, draw in common.weighted_batches(weights, config.batch_size, steps, config.seed):
+        rng = np.random.default_rng([config.seed, epoch, step])
+        texts = documents([faces[i] for i in draw.tolist()], rng, config)
+        loss = next_token_loss(model, **encode(tokenizer, texts, config.max_length))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
     bar.close()
     return model.eval(), losses
 
@@ -219,13 +213,6 @@ def yes_no_accuracy(
             "answers": total}  # fmt: skip
 
 
-def face_weights(data: FaceDataModule) -> Tensor:
-    """Each training face's draw probability: its dataset's weight shared by its faces (the data module's mix)."""
-    views = data.views("train")
-    total = sum(s.weight for s in data.specs)
-    return torch.cat([torch.full((len(v),), s.weight / total / len(v)) for s, v in zip(data.specs, views, strict=True)])
-
-
 def run(config: LMPretraining, progress: bool = True) -> dict[str, Any]:
     """Train, save (model and tokenizer) and evaluate; returns the report written to ``<out>/pretraining.json``."""
     common.seed_everything(config.seed)
@@ -237,7 +224,7 @@ def run(config: LMPretraining, progress: bool = True) -> dict[str, Any]:
     held_out = common.split_faces(data, config.eval_split)[: config.eval_faces]
     texts = documents(held_out, np.random.default_rng([config.seed, 2]), config)
     ready = time.perf_counter()
-    model, losses = train(config, faces, face_weights(data).double(), tokenizer, progress)
+    model, losses = train(config, faces, common.face_weights(data).double(), tokenizer, progress)
     trained = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -76,8 +76,16 @@ class SynthFace(FaceDataset):
             labels=self._labels[index].clone(),
             label_mask=torch.ones(self._labels.shape[1], dtype=torch.bool),
             age=self._ages[index].clone(),
-            key=f"synthface/{self.seed}/{index}",
+            key=self.key(index),
         )
+
+    def key(self, index: int) -> str:
+        return f"synthface/{self.seed}/{index}"
+
+    @property
+    def keys(self) -> list[str]:
+        """Every item's key without rendering it: the caches identify a dataset by its keys."""
+        return [self.key(i) for i in range(self.num_samples)]
 
     def label_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._labels.clone(), torch.ones_like(self._labels, dtype=torch.bool)
