@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerBase
 
 from faceinsight.captions import FEATURES, CaptionStyle, caption, caption_pair, faces_of
@@ -198,33 +197,30 @@ def train(
     steps = min(config.max_steps or per_epoch * config.epochs, per_epoch * config.epochs)
     opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
     names = data.characteristics
-    losses: list[float] = []
-    bar = tqdm(total=steps, desc="pretrain clip", unit="step", disable=not progress)
-    for epoch in range(math.ceil(steps / per_epoch)):
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            if len(losses) == steps:
-                break
-            rng = np.random.default_rng([config.seed, epoch, len(losses)])
-            images = batch["image"]
-            if config.flip:
-                mirrored = torch.from_numpy(rng.random(len(images)) < 0.5)
-                images = torch.where(mirrored[:, None, None, None], images.flip(-1), images)
-            if config.hard_negatives:
-                texts, negatives = batch_caption_pairs(names, batch, rng, config.captions)
-            else:
-                texts, negatives = batch_captions(names, batch, rng, config.captions), []
-            loss, _ = contrastive_loss(model, tokenizer, images, texts, negatives)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
-            with torch.no_grad():  # CLIP clips the learned temperature at 100
-                model.logit_scale.clamp_(0, math.log(100))
-            losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
-    bar.close()
+
+    def batches() -> Iterator[tuple[int, dict[str, Tensor]]]:
+        for epoch in range(math.ceil(steps / per_epoch)):
+            loader.sampler.set_epoch(epoch)
+            yield from ((epoch, batch) for batch in loader)
+
+    def loss_of(batch: dict[str, Tensor], rng: np.random.Generator) -> Tensor:
+        images = batch["image"]
+        if config.flip:
+            mirrored = torch.from_numpy(rng.random(len(images)) < 0.5)
+            images = torch.where(mirrored[:, None, None, None], images.flip(-1), images)
+        if config.hard_negatives:
+            texts, negatives = batch_caption_pairs(names, batch, rng, config.captions)
+        else:
+            texts, negatives = batch_captions(names, batch, rng, config.captions), []
+        return contrastive_loss(model, tokenizer, images, texts, negatives)[0]
+
+    def clamp_temperature() -> None:
+        with torch.no_grad():  # CLIP clips the learned temperature at 100
+            model.logit_scale.clamp_(0, math.log(100))
+
+    losses = common.run_steps(
+        model, opt, schedule, batches(), loss_of, steps, config.seed, "pretrain clip", progress, clamp_temperature
+    )
     return model.eval(), losses
 
 
@@ -467,24 +463,11 @@ def run(config: ClipPretraining, progress: bool = True) -> dict[str, Any]:
         "out": str(out),
         "config": config,
         "data": data.describe(),
-        "train": None
-        if config.evaluate_only
-        else {
-            "steps": len(losses),
-            "faces_seen": len(losses) * config.batch_size,
-            "loss_first": losses[0],
-            "loss_last10": sum(losses[-10:]) / len(losses[-10:]),
-            "losses": losses,
-        },
+        "train": None if config.evaluate_only else common.train_report(losses, config.batch_size, "faces"),
         "logit_scale": float(model.logit_scale.detach().exp()),
         "zero_shot": results,
         "untrained": None if untrained is None else {k: v for k, v in untrained.items() if k != "per_characteristic"},
-        "seconds": {
-            "setup": ready - started,
-            "train": trained - ready,
-            "evaluate": finished - trained,
-            "total": finished - started,
-        },
+        "seconds": common.seconds_report(started, ready, trained, finished),
         "threads": common.threads(),
     }
     common.write_report(out, report, "zero_shot.json" if config.evaluate_only else common.REPORT)

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from faceinsight.captions import FaceLabels, faces_of
@@ -21,6 +23,7 @@ from faceinsight.data.module import SPLITS, DatasetSpec, FaceDataModule
 from faceinsight.encoders import resolve_pretrained
 
 T = TypeVar("T")
+B = TypeVar("B")
 
 # configs/synthface.yaml's data: the pretraining stages see the training split that `faceinsight fit` trains on.
 SYNTHFACE = DatasetSpec(
@@ -105,6 +108,58 @@ def weighted_batches(weights: Tensor, batch_size: int, steps: int, seed: int) ->
                 return
             yield epoch, step, draws[start : start + batch_size]
             step += 1
+
+
+def run_steps(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    batches: Iterable[tuple[int, B]],
+    loss_of: Callable[[B, np.random.Generator], Tensor],
+    steps: int,
+    seed: int,
+    desc: str,
+    progress: bool = True,
+    after_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """The loop every stage trains with: an optimiser step on ``loss_of(batch, rng)`` for each ``(epoch, batch)``
+    up to ``steps``, ``rng`` seeded by ``(seed, epoch, step)`` so that a run depends on its seed alone; returns each
+    step's loss, shown under a progress bar."""
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress)
+    for epoch, batch in batches:
+        if len(losses) == steps:
+            break
+        loss = loss_of(batch, np.random.default_rng([seed, epoch, len(losses)]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if after_step is not None:
+            after_step()
+        losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
+    bar.close()
+    return losses
+
+
+def train_report(losses: Sequence[float], batch_size: int, unit: str) -> dict[str, Any]:
+    """The ``train`` part of a stage's report: steps, ``<unit>_seen``, the first and the last ten steps' loss."""
+    return {
+        "steps": len(losses),
+        f"{unit}_seen": len(losses) * batch_size,
+        "loss_first": losses[0],
+        "loss_last10": sum(losses[-10:]) / len(losses[-10:]),
+        "losses": list(losses),
+    }
+
+
+def seconds_report(started: float, ready: float, trained: float, finished: float) -> dict[str, float]:
+    """Wall time of a stage's set-up, training and evaluation, from its ``time.perf_counter()`` marks."""
+    return {"setup": ready - started, "train": trained - ready, "evaluate": finished - trained,
+            "total": finished - started}  # fmt: skip
 
 
 def default_out(kind: str, data: FaceDataModule) -> Path:

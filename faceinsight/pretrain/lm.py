@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from faceinsight.captions import CaptionStyle, FaceLabels, document
@@ -123,20 +122,15 @@ def train(
     model = build_lm(config, tokenizer).train()
     steps = common.train_steps(len(faces), config.batch_size, config.epochs, config.max_steps)
     opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
-    losses: list[float] = []
-    bar = tqdm(total=steps, desc="pretrain lm", unit="step", disable=not progress)
-    for epoch, step, draw in common.weighted_batches(weights, config.batch_size, steps, config.seed):
-        rng = np.random.default_rng([config.seed, epoch, step])
+
+    def loss_of(draw: Tensor, rng: np.random.Generator) -> Tensor:
         texts = documents([faces[i] for i in draw.tolist()], rng, config)
-        loss = next_token_loss(model, **encode(tokenizer, texts, config.max_length))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
-    bar.close()
+        return next_token_loss(model, **encode(tokenizer, texts, config.max_length))
+
+    batches = (
+        (epoch, draw) for epoch, _, draw in common.weighted_batches(weights, config.batch_size, steps, config.seed)
+    )
+    losses = common.run_steps(model, opt, schedule, batches, loss_of, steps, config.seed, "pretrain lm", progress)
     return model.eval(), losses
 
 
@@ -247,20 +241,9 @@ def run(config: LMPretraining, progress: bool = True) -> dict[str, Any]:
         "out": str(out),
         "config": config,
         "data": data.describe(),
-        "train": {
-            "steps": len(losses),
-            "documents_seen": len(losses) * config.batch_size,
-            "loss_first": losses[0],
-            "loss_last10": sum(losses[-10:]) / len(losses[-10:]),
-            "losses": losses,
-        },
+        "train": common.train_report(losses, config.batch_size, "documents"),
         "evaluation": evaluation,
-        "seconds": {
-            "setup": ready - started,
-            "train": trained - ready,
-            "evaluate": finished - trained,
-            "total": finished - started,
-        },
+        "seconds": common.seconds_report(started, ready, trained, finished),
         "threads": common.threads(),
     }
     common.write_report(out, report)

@@ -255,19 +255,15 @@ def train(
     model = build_objective(config).train()
     steps = common.train_steps(len(train_set), config.batch_size, config.epochs, config.max_steps)
     opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
-    losses: list[float] = []
-    bar = tqdm(total=steps, desc=f"pretrain seg ({config.objective})", unit="step", disable=not progress)
-    for epoch, step, draw in common.weighted_batches(weights, config.batch_size, steps, config.seed):
-        rng = np.random.default_rng([config.seed, epoch, step])
-        loss = model.loss(train_set.maps[draw], [train_set.faces[i] for i in draw.tolist()], rng)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-        losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
-    bar.close()
+
+    def loss_of(draw: Tensor, rng: np.random.Generator) -> Tensor:
+        return model.loss(train_set.maps[draw], [train_set.faces[i] for i in draw.tolist()], rng)
+
+    batches = (
+        (epoch, draw) for epoch, _, draw in common.weighted_batches(weights, config.batch_size, steps, config.seed)
+    )
+    desc = f"pretrain seg ({config.objective})"
+    losses = common.run_steps(model, opt, schedule, batches, loss_of, steps, config.seed, desc, progress)
     return model.eval(), losses
 
 
@@ -415,20 +411,9 @@ def run(config: SegPretraining, progress: bool = True) -> dict[str, Any]:
         "use_as": f"--model.seg_encoder.checkpoint {path}",
         "config": config,
         "data": data.describe(),
-        "train": {
-            "steps": len(losses),
-            "maps_seen": len(losses) * config.batch_size,
-            "loss_first": losses[0],
-            "loss_last10": sum(losses[-10:]) / len(losses[-10:]),
-            "losses": losses,
-        },
+        "train": common.train_report(losses, config.batch_size, "maps"),
         "evaluation": evaluation,
-        "seconds": {
-            "setup": ready - started,
-            "train": trained - ready,
-            "evaluate": finished - trained,
-            "total": finished - started,
-        },
+        "seconds": common.seconds_report(started, ready, trained, finished),
         "threads": common.threads(),
     }
     common.write_report(out, report)
