@@ -36,6 +36,22 @@ def test_presets_parse(preset, capsys):
     assert config["model"]["use_seg"] and config["model"]["use_correlation"] and config["model"]["use_logic"]
 
 
+@pytest.mark.parametrize("preset", ["synthface", "celebahq64"])
+def test_frozen_overlays_freeze_every_backbone_on_the_pretrained_folders(preset, capsys):
+    config = print_config(
+        capsys, "-c", str(ROOT / f"configs/{preset}.yaml"), "-c", str(ROOT / f"configs/frozen_{preset}.yaml")
+    )
+    model = config["model"]
+    name = "synthface" if preset == "synthface" else "celebamaskhq"
+    for part in ("image_encoder", "seg_encoder", "llm"):
+        assert model[part]["trainable"] is False, part
+    assert model["image_encoder"]["pretrained"] == model["text_encoder"]["pretrained"] == f"runs/pretrain/clip_{name}"
+    assert model["seg_encoder"]["checkpoint"] == f"runs/pretrain/seg_{name}/model.safetensors"
+    assert model["llm"]["pretrained"] == f"runs/pretrain/lm_{name}"
+    assert model["feature_cache"] is True
+    assert config["trainer"]["default_root_dir"] == f"runs/{preset}_frozen"
+
+
 def test_unknown_tool_command_says_usage():
     with pytest.raises(SystemExit, match="usage: faceinsight rules"):
         run(["rules", "nonsense"])
