@@ -32,7 +32,7 @@ from torch import Tensor
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from faceinsight.captions import CaptionStyle, FaceLabels, document
-from faceinsight.data.module import DatasetSpec
+from faceinsight.data.module import DatasetSpec, FaceDataModule
 from faceinsight.encoders import PACKAGED_MINILM
 from faceinsight.pretrain import common
 
@@ -207,6 +207,27 @@ def yes_no_accuracy(
             "answers": total}  # fmt: skip
 
 
+def evaluate(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, config: LMPretraining, data: FaceDataModule, split: str
+) -> dict[str, Any]:
+    """Perplexity of ``model`` on documents written from ``split``'s first ``eval_faces`` faces (seed-fixed), next to
+    the same initial weights untrained and a unigram model of training documents; and its yes/no answers."""
+    held_out = common.split_faces(data, split)[: config.eval_faces]
+    texts = documents(held_out, np.random.default_rng([config.seed, 2]), config)
+    train_faces = common.split_faces(data, "train")
+    train_texts = documents(train_faces[: max(len(held_out), 1000)], np.random.default_rng([config.seed, 3]), config)
+    initial = build_lm(config, tokenizer).eval()  # the same weights before training
+    return {
+        "split": split,
+        "documents": len(texts),
+        "example": texts[0] if texts else "",
+        "trained": perplexity(model, tokenizer, texts, config.eval_batch_size, config.max_length),
+        "untrained": perplexity(initial, tokenizer, texts, config.eval_batch_size, config.max_length),
+        "unigram_perplexity": unigram_perplexity(tokenizer, train_texts, texts, config.max_length),
+        "yes_no": yes_no_accuracy(model, tokenizer, texts, config.eval_batch_size, config.max_length),
+    }
+
+
 def run(config: LMPretraining, progress: bool = True) -> dict[str, Any]:
     """Train, save (model and tokenizer) and evaluate; returns the report written to ``<out>/pretraining.json``."""
     common.seed_everything(config.seed)
@@ -215,25 +236,13 @@ def run(config: LMPretraining, progress: bool = True) -> dict[str, Any]:
     data = common.open_data(config.datasets, config.batch_size, roots=config.roots)
     out = Path(config.out) if config.out else common.default_out("lm", data)
     faces = common.split_faces(data, "train")
-    held_out = common.split_faces(data, config.eval_split)[: config.eval_faces]
-    texts = documents(held_out, np.random.default_rng([config.seed, 2]), config)
     ready = time.perf_counter()
     model, losses = train(config, faces, common.face_weights(data).double(), tokenizer, progress)
     trained = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    train_texts = documents(faces[: max(len(held_out), 1000)], np.random.default_rng([config.seed, 3]), config)
-    initial = build_lm(config, tokenizer).eval()  # the same weights before training
-    evaluation = {
-        "split": config.eval_split,
-        "documents": len(texts),
-        "example": texts[0] if texts else "",
-        "trained": perplexity(model, tokenizer, texts, config.eval_batch_size, config.max_length),
-        "untrained": perplexity(initial, tokenizer, texts, config.eval_batch_size, config.max_length),
-        "unigram_perplexity": unigram_perplexity(tokenizer, train_texts, texts, config.max_length),
-        "yes_no": yes_no_accuracy(model, tokenizer, texts, config.eval_batch_size, config.max_length),
-    }
+    evaluation = evaluate(model, tokenizer, config, data, config.eval_split)
     finished = time.perf_counter()
     report = {
         "what": "causal LM pretraining on face descriptions and question-answer pairs from training-split labels; "
