@@ -342,6 +342,7 @@ class FaceModule(L.LightningModule):
                 "bce_reduction": self.hparams.bce_reduction,
                 "logic_weight": self.hparams.logic_weight if self.logic_loss is not None else None,
                 "logic_semantics": self.hparams.logic_semantics if self.logic_loss is not None else None,
+                "caption_weight": self.hparams.get("caption_weight", 0.0),  # LLaVA's alignment loss (0: off)
             },
             "rules": {
                 "source": self.rules_source,

