@@ -25,7 +25,7 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -755,6 +755,14 @@ def faces_of(names: Sequence[str], labels: Tensor, mask: Tensor, ages: Tensor | 
     mask_np = mask.detach().cpu().bool().numpy()
     ages_np = ages.detach().cpu().float().numpy() if ages is not None else np.full(len(labels_np), np.nan)
     return [FaceLabels.from_labels(names, labels_np[i], mask_np[i], float(ages_np[i])) for i in range(len(labels_np))]
+
+
+def batch_captions(
+    names: Sequence[str], batch: Mapping[str, Any], rng: np.random.Generator, style: CaptionStyle | None = None
+) -> list[str]:
+    """One caption per face of a data-module batch, written from its labels, mask and age."""
+    faces = faces_of(names, batch["labels"], batch["label_mask"], batch["age"])
+    return [caption(face, rng, style).text for face in faces]
 
 
 def stated_labels(names: Sequence[str], facts: Mapping[str, bool]) -> tuple[Tensor, Tensor]:

@@ -40,7 +40,7 @@ from faceinsight.answers import (
     parse_age,
     pronoun_gender,
 )
-from faceinsight.captions import CaptionStyle, FaceLabels, caption, faces_of, full_description
+from faceinsight.captions import FaceLabels, full_description
 from faceinsight.vocab import GROUPS
 
 if TYPE_CHECKING:
@@ -68,14 +68,6 @@ def end_id(tokenizer: PreTrainedTokenizerBase) -> int:
     if end is None:
         raise ValueError(f"the tokenizer {type(tokenizer).__name__} has neither an EOS nor a SEP token")
     return end
-
-
-def label_captions(
-    names: Sequence[str], batch: dict[str, Any], rng: np.random.Generator, style: CaptionStyle | None = None
-) -> list[str]:
-    """One caption per face of a batch, written from its labels, mask and age (``faceinsight.captions``)."""
-    return [caption(face, rng, style).text for face in faces_of(names, batch["labels"], batch["label_mask"],
-                                                                  batch["age"])]  # fmt: skip
 
 
 def tokenize_captions(

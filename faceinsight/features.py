@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
@@ -42,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from faceinsight.model import Visual
-from faceinsight.segmentation.cache import dataset_keys
+from faceinsight.segmentation.cache import cache_name, dataset_keys
 
 if TYPE_CHECKING:
     from faceinsight.data.module import DatasetSpec, FaceDataModule, ModelView
@@ -199,8 +198,7 @@ class FeatureCache:
 
     def folder(self, name: str, identity: dict[str, Any]) -> Path:
         """The entry folder of ``identity``: a readable ``name`` and a hash of the whole identity."""
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
-        return self.root / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{digest}"
+        return self.root / cache_name(name, identity)
 
     def split_entries(
         self, model: FaceInsight, data: FaceDataModule, split: str, device: torch.device | str = "cpu"
@@ -244,27 +242,21 @@ class FeatureCache:
             if path.is_dir():  # another process built it while this one waited for the lock
                 log.info("feature cache %s built by another process", path)
                 return FeatureEntry.open(path, keys)
-            built = self._build(path, identity, keys, data, encode, device, batch_size, num_workers)
+            built = self._build(path, identity, keys, lambda folder: self._encode(
+                folder, path.name, keys, data, encode, device, batch_size, num_workers))  # fmt: skip
         return FeatureEntry.open(path, keys, built)
 
     def _build(
-        self,
-        path: Path,
-        identity: dict[str, Any],
-        keys: list[str],
-        data: Dataset,
-        encode: Encode,
-        device: torch.device | str,
-        batch_size: int,
-        num_workers: int,
+        self, path: Path, identity: dict[str, Any], keys: list[str], fill: Callable[[Path], tuple[dict, str]]
     ) -> bool:
-        """Encode ``data`` into a temporary folder and rename it to ``path``; False if another process's entry was
-        renamed there first (possible only where the file lock does not hold, e.g. some network file systems)."""
+        """Fill a temporary folder (``fill``: :meth:`_encode` into it) and rename it to ``path``; False if another
+        process's entry was renamed there first (possible only where the file lock does not hold, e.g. some network
+        file systems)."""
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
         tmp.mkdir()
         try:
             start = time.perf_counter()
-            shapes, encoder_dtype = self._encode(tmp, path.name, keys, data, encode, device, batch_size, num_workers)
+            shapes, encoder_dtype = fill(tmp)
             seconds = time.perf_counter() - start
             (tmp / "keys.json").write_text(json.dumps(keys))
             meta = {**identity, "shapes": shapes, "encoder_dtype": encoder_dtype, "seconds": round(seconds, 2),

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import RunningStage
 from torch import Tensor, nn
 
+from faceinsight.captions import batch_captions
 from faceinsight.correlation import CooccurrenceStats, CorrelationConfig
-from faceinsight.describe import DESCRIBE_QUERY, label_captions, text_ids, tokenize_captions
+from faceinsight.describe import DESCRIBE_QUERY, text_ids, tokenize_captions
 from faceinsight.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig, TextEncoderConfig
 from faceinsight.features import FeatureCache, FeatureEntry, StoreDtype, read_rows
 from faceinsight.logic import LogicLoss, RuleSet, load_rules, parse_rules
@@ -567,7 +568,7 @@ class FaceInsightModule(FaceModule):
         step = self.global_step if self.training else 0
         keys = zlib.crc32(" ".join(batch["key"]).encode())
         rng = np.random.default_rng([int(os.environ.get("PL_GLOBAL_SEED", 0)), step, keys])
-        texts = label_captions(self.model.characteristics, batch, rng)
+        texts = batch_captions(self.model.characteristics, batch, rng)
         ids, mask = tokenize_captions(self.model.tokenizer, texts)
         return self.model.caption_loss(visual, self.describe_ids, ids.to(self.device), mask.to(self.device))
 

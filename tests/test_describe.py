@@ -12,13 +12,12 @@ import torch
 from test_training import ROOT, fit
 from torch import nn
 
-from faceinsight.captions import full_description
+from faceinsight.captions import batch_captions, full_description
 from faceinsight.cli import run
 from faceinsight.describe import (
     check,
     decided_face,
     end_id,
-    label_captions,
     statements,
     summarize,
     tokenize_captions,
@@ -54,7 +53,7 @@ def batch_of(module: FaceInsightModule, n: int = 3) -> dict:
 
 
 def captions(module: FaceInsightModule, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    texts = label_captions(NAMES, batch, np.random.default_rng(0))
+    texts = batch_captions(NAMES, batch, np.random.default_rng(0))
     return tokenize_captions(module.model.tokenizer, texts)
 
 

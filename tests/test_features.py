@@ -191,6 +191,9 @@ def test_two_processes_building_one_entry_leave_one_valid_entry(tmp_path):
     # Without a working lock both build: the second rename fails, and it reads the first's entry.
     cache = FeatureCache(tmp_path)
     identity = {"test": "race", "keys": "x"}
-    late = cache._build(Path(paths[0]), identity, [i["key"] for i in ITEMS], ITEMS, slow_encode, "cpu", 4, 0)
+    keys = [i["key"] for i in ITEMS]
+    late = cache._build(
+        Path(paths[0]), identity, keys, lambda f: cache._encode(f, "race", keys, ITEMS, slow_encode, "cpu", 4, 0)
+    )
     assert late is False
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [Path(paths[0]).name]

@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerBase
 
-from faceinsight.captions import FEATURES, CaptionStyle, caption, caption_pair, faces_of
+from faceinsight.captions import FEATURES, CaptionStyle, batch_captions, caption_pair, faces_of
 from faceinsight.data.module import DatasetSpec, FaceDataModule
 from faceinsight.encoders import CLIP_MEAN, CLIP_STD, PACKAGED_MINILM, PixelNorm
 from faceinsight.metrics import DatasetMetrics
@@ -170,14 +170,6 @@ def contrastive_loss(
     return (image_loss + text_loss) / 2, out.logits_per_image[:, : len(texts)]
 
 
-def batch_captions(
-    names: Sequence[str], batch: dict[str, Tensor], rng: np.random.Generator, style: CaptionStyle
-) -> list[str]:
-    """One caption per face of a data-module batch, from its labels, mask and age."""
-    faces = faces_of(names, batch["labels"], batch["label_mask"], batch["age"])
-    return [caption(face, rng, style).text for face in faces]
-
-
 def batch_caption_pairs(
     names: Sequence[str], batch: dict[str, Tensor], rng: np.random.Generator, style: CaptionStyle
 ) -> tuple[list[str], list[str]]:
@@ -194,7 +186,7 @@ def train(
     model = build_clip(config, tokenizer).train()
     loader = data.train_dataloader()
     per_epoch = len(loader)
-    steps = min(config.max_steps or per_epoch * config.epochs, per_epoch * config.epochs)
+    steps = common.train_steps(per_epoch, config.epochs, config.max_steps)
     opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
     names = data.characteristics
 
@@ -457,19 +449,15 @@ def run(config: ClipPretraining, progress: bool = True) -> dict[str, Any]:
     results = evaluate(model, tokenizer, *settings)
     untrained = None if config.evaluate_only else evaluate(build_clip(config, tokenizer).eval(), tokenizer, *settings)
     finished = time.perf_counter()
-    report = {
-        "what": "CLIP pretraining (symmetric InfoNCE) on training-split faces with captions from their labels; "
+    report = common.stage_report(
+        "CLIP pretraining (symmetric InfoNCE) on training-split faces with captions from their labels; "
         f"zero-shot attribute classification on the {config.eval_split} split",
-        "out": str(out),
-        "config": config,
-        "data": data.describe(),
-        "train": None if config.evaluate_only else common.train_report(losses, config.batch_size, "faces"),
-        "logit_scale": float(model.logit_scale.detach().exp()),
-        "zero_shot": results,
-        "untrained": None if untrained is None else {k: v for k, v in untrained.items() if k != "per_characteristic"},
-        "seconds": common.seconds_report(started, ready, trained, finished),
-        "threads": common.threads(),
-    }
+        out, config, data, common.seconds_report(started, ready, trained, finished),
+        train=None if config.evaluate_only else common.train_report(losses, config.batch_size, "faces"),
+        logit_scale=float(model.logit_scale.detach().exp()),
+        zero_shot=results,
+        untrained=None if untrained is None else {k: v for k, v in untrained.items() if k != "per_characteristic"},
+    )  # fmt: skip
     common.write_report(out, report, "zero_shot.json" if config.evaluate_only else common.REPORT)
     return report
 

@@ -88,17 +88,21 @@ def face_weights(data: FaceDataModule) -> Tensor:
     return torch.cat([torch.full((len(v),), s.weight / total / len(v)) for s, v in zip(data.specs, views, strict=True)])
 
 
-def train_steps(faces: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
-    """``epochs`` passes of ``faces // batch_size`` batches (at least one), or ``max_steps`` if fewer."""
-    per_epoch = max(faces // batch_size, 1)
+def batches_per_epoch(faces: int, batch_size: int) -> int:
+    """An epoch of weighted draws: ``faces // batch_size`` batches, at least one."""
+    return max(faces // batch_size, 1)
+
+
+def train_steps(per_epoch: int, epochs: int, max_steps: int | None) -> int:
+    """``epochs`` passes of ``per_epoch`` batches, or ``max_steps`` if fewer."""
     return min(max_steps or per_epoch * epochs, per_epoch * epochs)
 
 
-def weighted_batches(weights: Tensor, batch_size: int, steps: int, seed: int) -> Iterator[tuple[int, int, Tensor]]:
-    """``(epoch, step, face indices)`` of ``steps`` batches drawn with replacement by ``weights`` (the data module's
-    training mix): each epoch ``len(weights) // batch_size`` batches (at least one) from a generator seeded with
-    ``seed + epoch``, so the draws depend on the seed alone."""
-    per_epoch = max(len(weights) // batch_size, 1)
+def weighted_batches(weights: Tensor, batch_size: int, steps: int, seed: int) -> Iterator[tuple[int, Tensor]]:
+    """``(epoch, face indices)`` of ``steps`` batches drawn with replacement by ``weights`` (the data module's
+    training mix): each epoch :func:`batches_per_epoch` batches from a generator seeded with ``seed + epoch``, so the
+    draws depend on the seed alone."""
+    per_epoch = batches_per_epoch(len(weights), batch_size)
     step = 0
     for epoch in range(math.ceil(steps / per_epoch)):
         generator = torch.Generator().manual_seed(seed + epoch)
@@ -106,7 +110,7 @@ def weighted_batches(weights: Tensor, batch_size: int, steps: int, seed: int) ->
         for start in range(0, len(draws), batch_size):
             if step == steps:
                 return
-            yield epoch, step, draws[start : start + batch_size]
+            yield epoch, draws[start : start + batch_size]
             step += 1
 
 
@@ -154,6 +158,15 @@ def train_report(losses: Sequence[float], batch_size: int, unit: str) -> dict[st
         "loss_last10": sum(losses[-10:]) / len(losses[-10:]),
         "losses": list(losses),
     }
+
+
+def stage_report(
+    what: str, out: Path, config: Any, data: FaceDataModule, seconds: dict[str, float], **fields: Any
+) -> dict[str, Any]:
+    """A stage's ``pretraining.json``: what it did, where, with which settings and data, its own ``fields`` (the
+    training and evaluation parts), its wall time (:func:`seconds_report`) and thread count."""
+    return {"what": what, "out": str(out), "config": config, "data": data.describe(), **fields, "seconds": seconds,
+            "threads": threads()}  # fmt: skip
 
 
 def seconds_report(started: float, ready: float, trained: float, finished: float) -> dict[str, float]:

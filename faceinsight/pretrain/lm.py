@@ -120,16 +120,15 @@ def train(
     """Next-token training on documents of ``faces`` drawn by ``weights`` (with replacement, a new draw each epoch, as
     the data module's training mix); returns the model and each step's loss."""
     model = build_lm(config, tokenizer).train()
-    steps = common.train_steps(len(faces), config.batch_size, config.epochs, config.max_steps)
+    per_epoch = common.batches_per_epoch(len(faces), config.batch_size)
+    steps = common.train_steps(per_epoch, config.epochs, config.max_steps)
     opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
 
     def loss_of(draw: Tensor, rng: np.random.Generator) -> Tensor:
         texts = documents([faces[i] for i in draw.tolist()], rng, config)
         return next_token_loss(model, **encode(tokenizer, texts, config.max_length))
 
-    batches = (
-        (epoch, draw) for epoch, _, draw in common.weighted_batches(weights, config.batch_size, steps, config.seed)
-    )
+    batches = common.weighted_batches(weights, config.batch_size, steps, config.seed)
     losses = common.run_steps(model, opt, schedule, batches, loss_of, steps, config.seed, "pretrain lm", progress)
     return model.eval(), losses
 
@@ -244,17 +243,13 @@ def run(config: LMPretraining, progress: bool = True) -> dict[str, Any]:
     tokenizer.save_pretrained(out)
     evaluation = evaluate(model, tokenizer, config, data, config.eval_split)
     finished = time.perf_counter()
-    report = {
-        "what": "causal LM pretraining on face descriptions and question-answer pairs from training-split labels; "
+    report = common.stage_report(
+        "causal LM pretraining on face descriptions and question-answer pairs from training-split labels; "
         f"perplexity on documents from the {config.eval_split} split",
-        "out": str(out),
-        "config": config,
-        "data": data.describe(),
-        "train": common.train_report(losses, config.batch_size, "documents"),
-        "evaluation": evaluation,
-        "seconds": common.seconds_report(started, ready, trained, finished),
-        "threads": common.threads(),
-    }
+        out, config, data, common.seconds_report(started, ready, trained, finished),
+        train=common.train_report(losses, config.batch_size, "documents"),
+        evaluation=evaluation,
+    )  # fmt: skip
     common.write_report(out, report)
     return report
 

@@ -253,15 +253,14 @@ def train(
     """Train the objective on maps of ``train_set`` drawn by ``weights`` (the data module's mix); returns the
     objective's model and every step's loss."""
     model = build_objective(config).train()
-    steps = common.train_steps(len(train_set), config.batch_size, config.epochs, config.max_steps)
+    per_epoch = common.batches_per_epoch(len(train_set), config.batch_size)
+    steps = common.train_steps(per_epoch, config.epochs, config.max_steps)
     opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
 
     def loss_of(draw: Tensor, rng: np.random.Generator) -> Tensor:
         return model.loss(train_set.maps[draw], [train_set.faces[i] for i in draw.tolist()], rng)
 
-    batches = (
-        (epoch, draw) for epoch, _, draw in common.weighted_batches(weights, config.batch_size, steps, config.seed)
-    )
+    batches = common.weighted_batches(weights, config.batch_size, steps, config.seed)
     desc = f"pretrain seg ({config.objective})"
     losses = common.run_steps(model, opt, schedule, batches, loss_of, steps, config.seed, desc, progress)
     return model.eval(), losses
@@ -403,19 +402,15 @@ def run(config: SegPretraining, progress: bool = True) -> dict[str, Any]:
             },
         }
     finished = time.perf_counter()
-    report = {
-        "what": f"segmentation-encoder pretraining ({config.objective}) on training-split parsing maps; linear probe "
-        f"of the attributes on the {config.eval_split} split",
-        "out": str(out),
-        "checkpoint": str(path),
-        "use_as": f"--model.seg_encoder.checkpoint {path}",
-        "config": config,
-        "data": data.describe(),
-        "train": common.train_report(losses, config.batch_size, "maps"),
-        "evaluation": evaluation,
-        "seconds": common.seconds_report(started, ready, trained, finished),
-        "threads": common.threads(),
-    }
+    report = common.stage_report(
+        f"segmentation-encoder pretraining ({config.objective}) on training-split parsing maps; linear probe of the "
+        f"attributes on the {config.eval_split} split",
+        out, config, data, common.seconds_report(started, ready, trained, finished),
+        checkpoint=str(path),
+        use_as=f"--model.seg_encoder.checkpoint {path}",
+        train=common.train_report(losses, config.batch_size, "maps"),
+        evaluation=evaluation,
+    )  # fmt: skip
     common.write_report(out, report)
     return report
 

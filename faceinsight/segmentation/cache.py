@@ -98,6 +98,13 @@ class CachedMaps:
         return None if self.missed is None else len(self.missed)
 
 
+def cache_name(stem: str, identity: dict[str, Any]) -> str:
+    """``<stem>-<hash>``: a readable, filename-safe ``stem`` and 24 hex digits of the SHA-256 of ``identity`` (as
+    sorted JSON), so that every identity names its own cache file or folder."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}-{digest}"
+
+
 class SegmapCache:
     """Parsing maps of a whole dataset, computed once per (dataset identity, ``source.name``, ``size``) and reused
     across runs and processes. :attr:`built` counts the maps this object computed (the tests use it)."""
@@ -107,9 +114,8 @@ class SegmapCache:
         self.built = 0
 
     def path(self, identity: dict[str, Any]) -> Path:
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{identity['dataset']}-{identity['size']}px")
-        return self.root / f"{stem}-{digest}.u8"
+        stem = f"{identity['dataset']}-{identity['size']}px"
+        return self.root / f"{cache_name(stem, identity)}.u8"
 
     def get(
         self, dataset: FaceDataset, source: SegSource, size: int, batch_size: int = 64, num_workers: int = 0
