@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from faceinsight.model import FaceInsight, preset_architecture
+from faceinsight.model.faceinsight import FaceInsight, preset_architecture
 
 GB = 1e9
 

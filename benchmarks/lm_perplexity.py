@@ -1,7 +1,7 @@
 """Perplexity of a saved ``faceinsight pretrain lm`` folder on any split, with the settings it was trained with.
 
 ``pretrain lm`` reports the validation split; this scores the test split (or any other) for the final figures, with
-the same documents, baselines and yes/no check (``faceinsight.pretrain.lm.evaluate``):
+the same documents, baselines and yes/no check (``faceinsight.train.pretrain.lm.evaluate``):
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/lm_perplexity.py runs/pretrain/lm_celebamaskhq --split test
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from transformers import AutoModelForCausalLM
 
-from faceinsight.pretrain import common, lm
+from faceinsight.train.pretrain import common, lm
 
 
 def main() -> None:

@@ -37,8 +37,8 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from tqdm import tqdm
 
-from faceinsight.encoders import LLMConfig, resolve_pretrained
-from faceinsight.model import FaceInsight, preset_architecture
+from faceinsight.model.encoders import LLMConfig, resolve_pretrained
+from faceinsight.model.faceinsight import FaceInsight, preset_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {"synthface": ROOT / "configs/synthface.yaml", "paper": ROOT / "configs/paper.yaml"}

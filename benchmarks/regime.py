@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from faceinsight.ablate import mean_std, summary_markdown
+from faceinsight.tools.ablate import mean_std, summary_markdown
 
 
 def records(label: str, folder: Path) -> list[dict]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from faceinsight.data import load_dataset
-from faceinsight.segmentation import NUM_CLASSES, SegmapCache, SegSource, make_source
-from faceinsight.segmentation.base import CLASSES
-from faceinsight.segmentation.unet import FirstN
+from faceinsight.data.segmentation import NUM_CLASSES, SegmapCache, SegSource, make_source
+from faceinsight.data.segmentation.base import CLASSES
+from faceinsight.data.segmentation.unet import FirstN
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celebahq64"
 

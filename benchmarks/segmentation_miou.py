@@ -5,7 +5,7 @@ SynthFace faces.
 
 Real samples: ``<data>/celebamaskhq-samples/{0..3}.jpg`` (1024 px) and ``{0..3}.png`` (512 px maps). Images are
 resized with Lanczos, maps with mode pooling (``resize_maps``). mIoU pools pixels over all images and averages over
-the classes present in the prediction or the ground truth (``faceinsight.segmentation.miou``).
+the classes present in the prediction or the ground truth (``faceinsight.data.segmentation.miou``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from faceinsight.segmentation import SegSource, make_source, resize_maps
-from faceinsight.segmentation.base import CLASSES, NUM_CLASSES
-from faceinsight.segmentation.miou import confusion_matrix, iou_from_confusion
+from faceinsight.data.segmentation import SegSource, make_source, resize_maps
+from faceinsight.data.segmentation.base import CLASSES, NUM_CLASSES
+from faceinsight.data.segmentation.miou import confusion_matrix, iou_from_confusion
 
 DATA = Path(os.environ.get("FACEINSIGHT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
@@ -40,7 +40,7 @@ def real_samples(folder: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def synthface(n: int, seed: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from faceinsight.synthface import SynthFace, SynthFaceConfig
+    from faceinsight.data.synthface import SynthFace, SynthFaceConfig
 
     dataset = SynthFace(n, seed, SynthFaceConfig(size=size))
     samples = [dataset[i] for i in range(n)]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faceinsight.synthface.labels import apply_hard_fixes
-from faceinsight.synthface.prior import default_data_dir, load_prior, load_real_labels, prior_errors
+from faceinsight.data.synthface.labels import apply_hard_fixes
+from faceinsight.data.synthface.prior import default_data_dir, load_prior, load_real_labels, prior_errors
 
 
 def main(argv: list[str] | None = None) -> None:

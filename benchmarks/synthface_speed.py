@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from faceinsight.synthface import SynthFace, SynthFaceConfig
+from faceinsight.data.synthface import SynthFace, SynthFaceConfig
 
 
 def main(argv: list[str] | None = None) -> None:

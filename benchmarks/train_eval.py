@@ -8,7 +8,7 @@
     .venv/bin/python benchmarks/train_eval.py -c configs/celebahq64.yaml --variants full resnet18_ei specialist \
         --seeds 3 --jobs 2 -- --trainer.max_time 00:00:08:00      # the specialist side by side, equal wall clock
 
-The runs are ``faceinsight ablate``'s cells (``faceinsight.ablate.run_cells``: the real ``faceinsight fit``
+The runs are ``faceinsight ablate``'s cells (``faceinsight.tools.ablate.run_cells``: the real ``faceinsight fit``
 in a subprocess, its own folder, skipped when already done); this script adds named variants beside the paper's
 four settings and prints every run's figures. ``--sweep`` adds the cartesian product of the given values;
 choose among them by the ``val`` column (the checkpoint-selection metric on the validation split), never by
@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from faceinsight.ablate import SHOWN, Cell, run_cells, slug, summary_markdown, sweep_points
+from faceinsight.tools.ablate import SHOWN, Cell, run_cells, slug, summary_markdown, sweep_points
 
 ROOT = Path(__file__).resolve().parents[1]
 # Named variants: CLI overrides on top of the config.

@@ -5,10 +5,10 @@
 (``--model.use_seg false``), ``--print_config`` shows the resolved YAML.
 The model is any ``FaceModule`` class (``subclass_mode_model``): a ``model`` section without ``class_path``, as the
 presets write it, is ``FaceInsightModule``; ``--model SpecialistModule`` or ``-c configs/specialist.yaml`` trains the
-specialist (``faceinsight.specialist``) with the same data, loss and metrics.
+specialist (``faceinsight.train.specialist``) with the same data, loss and metrics.
 ``fit`` also runs the test split on the best checkpoint unless ``--test_after_fit false``;
 ``predict`` writes one JSON line per test face, or per image of ``--data.predict_images <folder | list.txt>``
-(``--predictions.output_file``; see ``faceinsight.predict``).
+(``--predictions.output_file``; see ``faceinsight.tools.predict``).
 
 Tools beside training:
 ``faceinsight synthface preview`` (a PNG grid of SynthFace samples),
@@ -16,12 +16,12 @@ Tools beside training:
 ``faceinsight segparser fit`` (train the U-Net face parser),
 ``faceinsight graph export <ckpt>`` (the correlation graph of a checkpoint as JSON),
 ``faceinsight ablate -c <preset> --seeds 3 [--sweep KEY=V1,V2]`` (the paper's module ablation or a sweep, see
-``faceinsight.ablate``),
+``faceinsight.tools.ablate``),
 ``faceinsight qa export`` and ``faceinsight eval-text <answers.jsonl>`` (questions for any MLLM, and its free-text
-answers scored: ``faceinsight.qa``, ``faceinsight.eval_text``),
-``faceinsight pretrain clip|lm`` (small backbones pretrained on captions from labels: ``faceinsight.pretrain``),
+answers scored: ``faceinsight.text.qa``, ``faceinsight.eval.text``),
+``faceinsight pretrain clip|lm`` (small backbones pretrained on captions from labels: ``faceinsight.train.pretrain``),
 ``faceinsight describe --ckpt_path <ckpt>`` (each face in words, decoded and generated, and how often the generated
-words contradict the model's answers: ``faceinsight.describe``).
+words contradict the model's answers: ``faceinsight.tools.describe``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from faceinsight.data.module import FaceDataModule
-from faceinsight.module import FaceInsightModule, FaceModule
-from faceinsight.predict import PredictionWriter
-from faceinsight.specialist import SpecialistModule  # noqa: F401  (imported: `--model SpecialistModule` resolves)
+from faceinsight.tools.predict import PredictionWriter
+from faceinsight.train.faceinsight_module import FaceInsightModule
+from faceinsight.train.module import FaceModule
+from faceinsight.train.specialist import SpecialistModule  # noqa: F401  (imported: `--model SpecialistModule` resolves)
 
 DEFAULT_MODEL = f"{FaceInsightModule.__module__}.{FaceInsightModule.__name__}"
 
@@ -97,19 +98,19 @@ def _lightning(argv: list[str] | None) -> FaceInsightCLI:
 
 # Commands beside training: a command, or a group of commands, -> "module:function" taking the remaining argv.
 TOOLS: dict[str, str | dict[str, str]] = {
-    "synthface": {"preview": "faceinsight.synthface.preview:main"},
+    "synthface": {"preview": "faceinsight.data.synthface.preview:main"},
     "rules": {"audit": "faceinsight.logic.audit:main"},
-    "segparser": {"fit": "faceinsight.segmentation.unet:main"},
-    "graph": {"export": "faceinsight.graph:export_main"},
-    "ablate": "faceinsight.ablate:main",
-    "qa": {"export": "faceinsight.qa:export_main"},
-    "eval-text": "faceinsight.eval_text:main",
-    "describe": "faceinsight.describe:main",
+    "segparser": {"fit": "faceinsight.data.segmentation.unet:main"},
+    "graph": {"export": "faceinsight.tools.graph:export_main"},
+    "ablate": "faceinsight.tools.ablate:main",
+    "qa": {"export": "faceinsight.text.qa:export_main"},
+    "eval-text": "faceinsight.eval.text:main",
+    "describe": "faceinsight.tools.describe:main",
     "pretrain": {
-        "all": "faceinsight.pretrain.all:main",
-        "clip": "faceinsight.pretrain.clip:main",
-        "seg": "faceinsight.pretrain.seg:main",
-        "lm": "faceinsight.pretrain.lm:main",
+        "all": "faceinsight.tools.pretrain_all:main",
+        "clip": "faceinsight.train.pretrain.clip:main",
+        "seg": "faceinsight.train.pretrain.seg:main",
+        "lm": "faceinsight.train.pretrain.lm:main",
     },
 }
 

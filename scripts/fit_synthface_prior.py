@@ -6,7 +6,8 @@ of P(j|i) between 100k samples and the real labels (before and after the hard
 fixes), keeps the one with the lowest error after fixes, and writes only derived
 probabilities and the comparison table.
 
-Usage: python scripts/fit_synthface_prior.py [--data ../shared/data] [--out faceinsight/synthface/celeba_prior.json]
+Usage: python scripts/fit_synthface_prior.py [--data ../shared/data] [--out
+faceinsight/data/synthface/celeba_prior.json]
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faceinsight.synthface.labels import apply_hard_fixes
-from faceinsight.synthface.prior import (
+from faceinsight.data.synthface.labels import apply_hard_fixes
+from faceinsight.data.synthface.prior import (
     CELEBA_LABEL_FILES,
     default_data_dir,
     fit_mixture,

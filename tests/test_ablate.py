@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from faceinsight.ablate import (
+from faceinsight.tools.ablate import (
     SETTINGS,
     main,
     make_cells,

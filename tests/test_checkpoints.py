@@ -12,8 +12,8 @@ from test_training import ROOT, TINY, fit
 from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from faceinsight.cli import run
-from faceinsight.encoders import resolve_pretrained
-from faceinsight.module import FaceInsightModule
+from faceinsight.model.encoders import resolve_pretrained
+from faceinsight.train.faceinsight_module import FaceInsightModule
 
 
 @pytest.fixture(scope="module")

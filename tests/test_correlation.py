@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from faceinsight.correlation import (
+from faceinsight.model.correlation import (
     CooccurrenceStats,
     CorrelationConfig,
     CorrelationGCN,

@@ -213,7 +213,7 @@ def test_validation_metrics_logged_by_two_processes_are_over_the_whole_split(ddp
 def reduce_in_process(rank: int, folder: str) -> None:
     """Process ``rank`` of 2: updates DatasetMetrics with every other face of ``data.pt`` (the evaluation sampler's
     share, uneven sizes), computes, and writes what it computed to ``rank<r>.json``."""
-    from faceinsight.metrics import DatasetMetrics
+    from faceinsight.eval.metrics import DatasetMetrics
     from faceinsight.vocab import SCHEMAS
 
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
@@ -232,8 +232,8 @@ def test_dataset_metrics_are_reduced_over_processes(tmp_path):
     """Every process computes the metrics of all faces: counts and sums are summed, scores concatenated, and so are
     the per-rule violation rates and the age metrics (process 1 holds no face with an age in years). Spawned
     processes: forking a process whose OpenMP threads are running (earlier tests) can deadlock the child."""
-    from faceinsight.metrics import DatasetMetrics
-    from faceinsight.synthface import SynthFace
+    from faceinsight.data.synthface import SynthFace
+    from faceinsight.eval.metrics import DatasetMetrics
     from faceinsight.vocab import SCHEMAS
 
     n, hard = 17, torch.tensor([True, False, True, True, False])

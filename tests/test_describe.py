@@ -12,17 +12,12 @@ import torch
 from test_training import ROOT, fit
 from torch import nn
 
-from faceinsight.captions import batch_captions, full_description
 from faceinsight.cli import run
-from faceinsight.describe import (
-    check,
-    decided_face,
-    end_id,
-    statements,
-    summarize,
-    tokenize_captions,
-)
-from faceinsight.module import FaceInsightModule, masked_bce
+from faceinsight.text.captions import batch_captions, full_description
+from faceinsight.text.tokens import end_id, tokenize_captions
+from faceinsight.tools.describe import check, decided_face, statements, summarize
+from faceinsight.train.faceinsight_module import FaceInsightModule
+from faceinsight.train.losses import masked_bce
 from faceinsight.vocab import GROUPS, SCHEMAS
 
 NAMES = list(SCHEMAS["synthface"].characteristics)
@@ -136,8 +131,8 @@ def test_generation_is_greedy_deterministic_and_stops_at_the_end_token_or_the_li
         assert out.shape == (3, length) and (out == preferred).all()
 
 
-# Facts the decoded descriptions state that faceinsight.answers' phrase tables may not read back (parser limits, see
-# docs/describe.md): "older" away from the noun ("an older happy woman"), a hair texture before a colour ("straight
+# Facts the decoded descriptions state that faceinsight.text.answers' phrase tables may not read back (parser limits,
+# see docs/describe.md): "older" away from the noun ("an older happy woman"), a hair texture before a colour ("straight
 # black hair"), a child's or teenager's age said by the noun alone ("a little girl", "a teenage boy").
 UNREAD = {("Young", False), ("Straight_Hair", True), ("Age_3-9", True), ("Age_10-19", True)}
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceinsight.answers import parse_age, parse_choice, parse_description, parse_yes_no
 from faceinsight.cli import run
-from faceinsight.eval_text import main as eval_text
+from faceinsight.eval.text import main as eval_text
+from faceinsight.text.answers import parse_age, parse_choice, parse_description, parse_yes_no
 from faceinsight.vocab import CELEBA_ATTRIBUTES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "answers"
@@ -77,8 +77,8 @@ def test_refusals_are_refusals_in_every_task(case):
 
 
 def test_majority_baseline_is_the_training_positive_rate():
-    from faceinsight.correlation import CooccurrenceStats
-    from faceinsight.module import majority_baseline
+    from faceinsight.eval.baseline import majority_baseline
+    from faceinsight.model.correlation import CooccurrenceStats
 
     stats = CooccurrenceStats(["Smiling", "Bald", "Male"])
     labels = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
@@ -170,7 +170,7 @@ def test_eval_text_metrics_match_hand_computed_values(tmp_path, capsys):
 
 def test_eval_text_baseline_age_is_the_modules(tmp_path, capsys):
     from faceinsight.data.module import DatasetSpec, open_split
-    from faceinsight.metrics import AGE_BIN_YEARS
+    from faceinsight.eval.metrics import AGE_BIN_YEARS
     from faceinsight.vocab import GROUPS, SCHEMAS
 
     ages = tmp_path / "ages.jsonl"  # the age answers alone: with --tasks age, any other id is unknown

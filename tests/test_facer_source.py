@@ -1,4 +1,4 @@
-"""The Pyfacer/FaRL map source (faceinsight.segmentation.facer) against a stand-in ``facer`` module.
+"""The Pyfacer/FaRL map source (faceinsight.data.segmentation.facer) against a stand-in ``facer`` module.
 
 Pyfacer and its weights are not installed here (no network to the weights): a fake module with Pyfacer's interface
 (``face_detector(name, device, **kw)``, ``face_parser(name, device, **kw)``, detector output ``rects``/``points``/
@@ -22,10 +22,9 @@ import yaml
 
 from faceinsight.data.base import FaceDataset, Sample
 from faceinsight.data.celebamaskhq import CLASSES
-from faceinsight.data.images import predict_parser
-from faceinsight.data.module import DatasetSpec
-from faceinsight.segmentation import SegmapCache, make_source
-from faceinsight.segmentation.facer import FACER_TO_OURS, FacerParser, class_lookup
+from faceinsight.data.module import DatasetSpec, predict_parser
+from faceinsight.data.segmentation import SegmapCache, make_source
+from faceinsight.data.segmentation.facer import FACER_TO_OURS, FacerParser, class_lookup
 from faceinsight.vocab import SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[1]

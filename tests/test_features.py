@@ -17,10 +17,10 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader
 
 from faceinsight.data.module import DatasetSpec, FaceDataModule
-from faceinsight.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig
-from faceinsight.features import FeatureCache, encoder_identity, read_rows, view_identity
-from faceinsight.model import Visual
-from faceinsight.module import FaceInsightModule
+from faceinsight.model.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig
+from faceinsight.model.faceinsight import Visual
+from faceinsight.train.faceinsight_module import FaceInsightModule
+from faceinsight.train.features import FeatureCache, encoder_identity, read_rows, view_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = [str(ROOT / f"rules/{r}.rules") for r in ("celeba", "demographics", "expression")]

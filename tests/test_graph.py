@@ -1,4 +1,4 @@
-"""faceinsight.graph against hand-computed references on a tiny label matrix, and graphs straight from data."""
+"""faceinsight.tools.graph against hand-computed references on a tiny label matrix, and graphs straight from data."""
 
 import json
 import math
@@ -7,8 +7,8 @@ import pytest
 import torch
 from test_data_loaders import make_celeba, values_for
 
-from faceinsight import graph as fg
-from faceinsight.synthface import SynthFace
+from faceinsight.data.synthface import SynthFace
+from faceinsight.tools import graph as fg
 from faceinsight.vocab import CELEBA_ATTRIBUTES
 
 # Faces x characteristics a, b, c, d; d is never positive.

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from faceinsight.module import FaceInsightModule, masked_bce
+from faceinsight.train.faceinsight_module import FaceInsightModule
+from faceinsight.train.losses import masked_bce
 
 NAMES = ["Bald", "Bangs", "Wavy_Hair"]
 LOGITS = torch.tensor([[0.0, 2.0, -1.0], [1.0, -3.0, 0.5]])

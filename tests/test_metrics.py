@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from faceinsight.metrics import AgeMetrics, AttributeMetrics, ConsistencyMetrics, DatasetMetrics, GroupMetrics
+from faceinsight.eval.metrics import AgeMetrics, AttributeMetrics, ConsistencyMetrics, DatasetMetrics, GroupMetrics
 from faceinsight.vocab import GROUPS, SCHEMAS
 
 

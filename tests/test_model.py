@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from faceinsight.encoders import ImageEncoder, ImageEncoderConfig
-from faceinsight.model import FaceInsight, FaceInsightConfig, characteristic_attention_mask
+from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig
+from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, characteristic_attention_mask
 from faceinsight.vocab import SCHEMAS
 
 NAMES = list(SCHEMAS["synthface"].characteristics)

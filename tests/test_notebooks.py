@@ -20,8 +20,8 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 pytest.importorskip("networkx")
 
-from faceinsight.graph import cosine_similarity  # noqa: E402
-from faceinsight.synthface import SynthFace  # noqa: E402
+from faceinsight.data.synthface import SynthFace  # noqa: E402
+from faceinsight.tools.graph import cosine_similarity  # noqa: E402
 
 NOTEBOOK = ROOT / "notebooks" / "correlation_graph.ipynb"
 CELL_TIMEOUT = 60  # seconds per cell; the slowest takes a few

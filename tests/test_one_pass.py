@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import faceinsight.model as model_module
-from faceinsight.encoders import ImageEncoderConfig, SegEncoderConfig
-from faceinsight.model import FaceInsight, FaceInsightConfig
+import faceinsight.model.faceinsight as model_module
+from faceinsight.model.encoders import ImageEncoderConfig, SegEncoderConfig
+from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig
 from faceinsight.vocab import SCHEMAS
 
 NAMES = list(SCHEMAS["synthface"].characteristics)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faceinsight.model import FaceInsight, preset_architecture
+from faceinsight.model.faceinsight import FaceInsight, preset_architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,11 +15,11 @@ from torch.utils.data import DistributedSampler
 
 from faceinsight.cli import run
 from faceinsight.data.base import DataFormatError
-from faceinsight.data.images import ImageFiles, predict_parser
-from faceinsight.data.module import DatasetSpec, FaceDataModule
-from faceinsight.predict import decision_text, merge_shards, shard_path
-from faceinsight.segmentation.unet import FitConfig, UNetConfig, build_unet, save_checkpoint
-from faceinsight.synthface import SynthFace, SynthFaceConfig
+from faceinsight.data.images import ImageFiles
+from faceinsight.data.module import DatasetSpec, FaceDataModule, predict_parser
+from faceinsight.data.segmentation.unet import FitConfig, UNetConfig, build_unet, save_checkpoint
+from faceinsight.data.synthface import SynthFace, SynthFaceConfig
+from faceinsight.tools.predict import decision_text, merge_shards, shard_path
 from faceinsight.vocab import VOCAB
 
 KEYS = ["a.png", "b.jpg", "big.jpg", "sub/c.png"]  # sorted by path; hidden and non-image files are left out

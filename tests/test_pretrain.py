@@ -11,8 +11,12 @@ import pytest
 import torch
 from transformers import CLIPModel, LlamaConfig, LlamaForCausalLM
 
-from faceinsight.answers import attribute_table, find_mentions, group_table, normalize
-from faceinsight.captions import (
+from faceinsight.data.module import DatasetSpec
+from faceinsight.eval.metrics import DatasetMetrics
+from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig, LLMConfig, TextEncoderConfig
+from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig
+from faceinsight.text.answers import attribute_table, find_mentions, group_table, normalize
+from faceinsight.text.captions import (
     FORMS,
     CaptionStyle,
     FaceLabels,
@@ -23,11 +27,7 @@ from faceinsight.captions import (
     qa_pairs,
     questions,
 )
-from faceinsight.data.module import DatasetSpec
-from faceinsight.encoders import ImageEncoder, ImageEncoderConfig, LLMConfig, TextEncoderConfig
-from faceinsight.metrics import DatasetMetrics
-from faceinsight.model import FaceInsight, FaceInsightConfig
-from faceinsight.pretrain import clip, common, lm
+from faceinsight.train.pretrain import clip, common, lm
 from faceinsight.vocab import GROUPS, SCHEMAS, prompts, union
 
 TINY = [DatasetSpec(kind="synthface", options=dict(num_train=32, num_val=8, num_test=16, size=64))]
@@ -51,7 +51,7 @@ def random_faces(n: int, seed: int) -> list[FaceLabels]:
 
 
 def mentions(text: str) -> list:
-    """What faceinsight.answers' phrase tables (written independently, to score MLLMs) read in a text."""
+    """What faceinsight.text.answers' phrase tables (written independently, to score MLLMs) read in a text."""
     t = normalize(text)
     tables = (attribute_table(), group_table("gender"), group_table("race"))
     return [m for table in tables for m in find_mentions(t, table)]
@@ -260,7 +260,7 @@ def test_lm_pretraining_saves_what_llm_pretrained_loads(tmp_path):
     evaluation = report["evaluation"]
     assert evaluation["split"] == "val" and evaluation["documents"] == 8
     assert evaluation["trained"]["perplexity"] < evaluation["untrained"]["perplexity"]
-    from faceinsight.encoders import build_llm
+    from faceinsight.model.encoders import build_llm
 
     llm, tokenizer = build_llm(LLMConfig(pretrained=str(tmp_path / "lm")))
     assert isinstance(llm, LlamaForCausalLM) and len(tokenizer) == llm.config.vocab_size

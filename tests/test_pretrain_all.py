@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from faceinsight.pretrain import all as regime
-from faceinsight.pretrain import common
+from faceinsight.tools import pretrain_all as regime
+from faceinsight.train.pretrain import common
 
 
 def _overlay(tmp_path: Path, name: str, text: str) -> str:
@@ -28,7 +28,7 @@ def test_stage_with_the_same_settings_is_reused(tmp_path: Path, monkeypatch: pyt
     overlay = _overlay(tmp_path, "o.yaml", f"out: {out}\nmax_steps: 7\n")
     _fake_run(out, regime.stage_config("clip", [overlay]), 123.0)
     ran = []
-    monkeypatch.setattr("faceinsight.pretrain.clip.run", lambda config: ran.append(config))
+    monkeypatch.setattr("faceinsight.train.pretrain.clip.run", lambda config: ran.append(config))
     result = regime.run_stage("clip", [overlay])
     assert result.reused and result.trained_seconds == 123.0 and result.out == str(out) and not ran
 
@@ -43,7 +43,7 @@ def test_changed_settings_or_force_run_the_stage(tmp_path: Path, monkeypatch: py
         ran.append(config)
         return {"seconds": {"total": 9.0}}
 
-    monkeypatch.setattr("faceinsight.pretrain.lm.run", fake_run)
+    monkeypatch.setattr("faceinsight.train.pretrain.lm.run", fake_run)
     result = regime.run_stage("lm", [changed])
     assert not result.reused and result.trained_seconds == 9.0 and ran[0].max_steps == 8
     same = _overlay(tmp_path, "c.yaml", f"out: {out}\nmax_steps: 7\n")

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from faceinsight.cli import TOOLS
 from faceinsight.data.module import DatasetSpec
-from faceinsight.encoders import SegEncoder, SegEncoderConfig
-from faceinsight.pretrain import common, seg
+from faceinsight.model.encoders import SegEncoder, SegEncoderConfig
+from faceinsight.train.pretrain import common, seg
 
 TINY = [DatasetSpec(kind="synthface", options=dict(num_train=48, num_val=16, num_test=8, size=64))]
 
@@ -131,7 +131,7 @@ def test_probe_on_hand_checkable_features() -> None:
 
 
 def test_command_writes_a_checkpoint_and_a_probe_report(tmp_path: Path) -> None:
-    assert TOOLS["pretrain"]["seg"] == "faceinsight.pretrain.seg:main"
+    assert TOOLS["pretrain"]["seg"] == "faceinsight.train.pretrain.seg:main"
     argv = ["--out", str(tmp_path / "seg"), "--max_steps", "3", "--batch_size", "16"]
     argv += ["--datasets", json.dumps([vars(s) for s in TINY])]
     config = common.parse(seg.SegPretraining, argv, "faceinsight pretrain seg", "")

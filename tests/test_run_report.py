@@ -9,7 +9,7 @@ import torch
 from test_training import ROOT, TINY, fit
 
 from faceinsight.cli import run
-from faceinsight.module import FaceInsightModule
+from faceinsight.train.faceinsight_module import FaceInsightModule
 
 
 def test_logic_on_with_no_applicable_rule_is_an_error(tmp_path):

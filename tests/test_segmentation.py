@@ -1,4 +1,4 @@
-"""Face parsers, the parsing-map cache and mIoU (faceinsight.segmentation)."""
+"""Face parsers, the parsing-map cache and mIoU (faceinsight.data.segmentation)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from PIL import Image
 
 from faceinsight.cli import run
 from faceinsight.data.base import FaceDataset, Sample
-from faceinsight.segmentation import NUM_CLASSES, SegmapCache, SegSource, make_source, miou, resize_maps
-from faceinsight.segmentation.base import CLASSES, hflip
-from faceinsight.segmentation.cache import cache_identity
-from faceinsight.segmentation.landmarks import chains, split_cycle
-from faceinsight.segmentation.unet import FitConfig, UNetConfig, UNetSource, build_unet, fit, save_checkpoint
+from faceinsight.data.segmentation import NUM_CLASSES, SegmapCache, SegSource, make_source, miou, resize_maps
+from faceinsight.data.segmentation.base import CLASSES, hflip
+from faceinsight.data.segmentation.cache import cache_identity
+from faceinsight.data.segmentation.landmarks import chains, split_cycle
+from faceinsight.data.segmentation.unet import FitConfig, UNetConfig, UNetSource, build_unet, fit, save_checkpoint
 from faceinsight.vocab import SCHEMAS
 
 DATA = Path(os.environ.get("FACEINSIGHT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -141,7 +141,7 @@ def test_fit_learns_a_simple_parsing_task() -> None:
 
 
 def test_segparser_fit_command_writes_a_checkpoint(tmp_path: Path) -> None:
-    pytest.importorskip("faceinsight.synthface")
+    pytest.importorskip("faceinsight.data.synthface")
     out = tmp_path / "p.pt"
     run(
         [
@@ -319,7 +319,7 @@ def test_landmark_parser_on_a_real_photo(landmarks: SegSource) -> None:
 
 
 def test_landmark_parser_name_changes_with_its_parameters(landmarks: SegSource) -> None:
-    from faceinsight.segmentation.landmarks import HeadShape
+    from faceinsight.data.segmentation.landmarks import HeadShape
 
     assert make_source("landmarks").name == landmarks.name
     assert make_source("landmarks", detect_size=128).name != landmarks.name

@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_data_loaders import COLORS, make_celeba
 
-import faceinsight.segmentation
+import faceinsight.data.segmentation
 from faceinsight.data.module import DatasetSpec, FaceDataModule
-from faceinsight.segmentation import SegSource
+from faceinsight.data.segmentation import SegSource
 
 RED = COLORS[0]  # the fake parser finds no face in red images
 
@@ -35,7 +35,7 @@ class RedBlindParser(SegSource):
 @pytest.fixture
 def celeba(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """12 CelebA faces (every 4th red) in partition codes i % 3; segmentation sources are the fake parser."""
-    monkeypatch.setattr(faceinsight.segmentation, "make_source", lambda kind, **kw: RedBlindParser())
+    monkeypatch.setattr(faceinsight.data.segmentation, "make_source", lambda kind, **kw: RedBlindParser())
     make_celeba(tmp_path / "celeba", n=12)
     return tmp_path / "celeba"
 

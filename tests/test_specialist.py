@@ -13,9 +13,9 @@ from test_training import ROOT, fit
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from faceinsight.cli import run
-from faceinsight.encoders import ImageEncoder, ImageEncoderConfig
-from faceinsight.module import FaceInsightModule
-from faceinsight.specialist import Specialist, SpecialistModule
+from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig
+from faceinsight.train.faceinsight_module import FaceInsightModule
+from faceinsight.train.specialist import Specialist, SpecialistModule
 
 TINY32 = "[{kind: synthface, options: {num_train: 48, num_val: 16, num_test: 16, size: 32}}]"
 PX32 = ["--data.datasets", TINY32, "--data.image_size", "32"]
@@ -90,7 +90,7 @@ def test_specialist_checkpoint_round_trip_predicts_identically(specialist, tmp_p
     cli, tmp = specialist
     path = cli.trainer.checkpoint_callback.best_model_path
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    assert saved["hyper_parameters"]["_class_path"] == "faceinsight.specialist.SpecialistModule"
+    assert saved["hyper_parameters"]["_class_path"] == "faceinsight.train.specialist.SpecialistModule"
     assert "decoding" not in saved["hyper_parameters"]
     restored = SpecialistModule.load_from_checkpoint(path, map_location="cpu").eval()
     assert restored.rules.to_text() == cli.model.rules.to_text()
@@ -184,7 +184,7 @@ def test_model_class_switches_from_the_command_line(capsys):
     assert "class_path" not in plain and plain["use_seg"] is False  # presets' plain init args: FaceInsight
     for switch in (overlay("specialist"), ["--model", "SpecialistModule"]):
         model = print_config(capsys, *switch)
-        assert model["class_path"] == "faceinsight.specialist.SpecialistModule"
+        assert model["class_path"] == "faceinsight.train.specialist.SpecialistModule"
         args = model["init_args"]
         assert "image_encoder" not in args and "use_seg" not in args  # FaceInsight-only keys dropped
         assert args["rules"] == plain["rules"] and args["lr"] == plain["lr"]  # shared ones carried over

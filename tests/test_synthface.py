@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from faceinsight.synthface import SynthFace, SynthFaceConfig
-from faceinsight.synthface.labels import (
+from faceinsight.data.synthface import SynthFace, SynthFaceConfig
+from faceinsight.data.synthface.labels import (
     EXPR_SLICE,
     FEMALE,
     A,
@@ -20,8 +20,8 @@ from faceinsight.synthface.labels import (
     apply_hard_fixes,
     sample_clean_labels,
 )
-from faceinsight.synthface.preview import main as preview_main
-from faceinsight.synthface.prior import (
+from faceinsight.data.synthface.preview import main as preview_main
+from faceinsight.data.synthface.prior import (
     conditional_cooccurrence,
     fit_mixture,
     fit_tree,
@@ -29,7 +29,7 @@ from faceinsight.synthface.prior import (
     load_real_labels,
     prior_errors,
 )
-from faceinsight.synthface.render import EAR_R, EYE_G, HAIR, HAT, MOUTH, NECK_L, render_face
+from faceinsight.data.synthface.render import EAR_R, EYE_G, HAIR, HAT, MOUTH, NECK_L, render_face
 from faceinsight.vocab import AGE_BINS, SCHEMAS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

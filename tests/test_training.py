@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from faceinsight.cli import run
-from faceinsight.graph import load_graph
-from faceinsight.module import FaceInsightModule
+from faceinsight.tools.graph import load_graph
+from faceinsight.train.faceinsight_module import FaceInsightModule
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "[{kind: synthface, options: {num_train: 48, num_val: 16, num_test: 16, size: 64}}]"

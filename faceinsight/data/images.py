@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +19,7 @@ from faceinsight.data._io import read_lines, read_rgb
 from faceinsight.data.base import DataFormatError, FaceDataset, Sample
 from faceinsight.vocab import Schema
 
-if TYPE_CHECKING:
-    from faceinsight.data.module import DatasetSpec
-
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-PARSERS = ("landmarks", "unet", "facer")
 
 
 class ImageFiles(FaceDataset):
@@ -133,27 +128,3 @@ def downscale(image: torch.Tensor, max_side: int) -> torch.Tensor:
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     x = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return x[0].round().clamp(0, 255).to(torch.uint8)
-
-
-def predict_parser(first: DatasetSpec, kind: str | None, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """The face parser (kind, keyword arguments for ``make_source``) that draws the maps of unlabelled images.
-
-    ``kind`` and ``options`` are the data module's ``predict_segmaps`` and ``predict_segmap_options``; by default
-    the first dataset's ``segmaps`` and ``segmap_options``. Ground-truth maps (``dataset``, SynthFace's rendered
-    ones) exist only for their own images, so they are an error naming the parsers to choose from.
-    """
-    if kind is None:
-        kind = "synthface" if first.kind == "synthface" else first.segmaps
-    if kind not in PARSERS:
-        described = {"dataset": "the dataset's own maps, segmaps: dataset", "synthface": "SynthFace's rendered maps"}
-        raise ValueError(
-            f"--data.predict_images: the model reads parsing maps, but their configured source "
-            f"({described.get(kind, repr(kind))}) cannot parse other images. Choose a face parser: "
-            "--data.predict_segmaps landmarks (needs mediapipe), --data.predict_segmaps facer (the paper's "
-            "Pyfacer/FaRL parser, needs the facer extra), or --data.predict_segmaps unet "
-            "--data.predict_segmap_options '{checkpoint: parser.ckpt}' (`faceinsight segparser fit` trains one); "
-            "a model trained with --model.use_seg false needs none"
-        )
-    if options is None:
-        options = first.segmap_options if kind == first.segmaps else {}
-    return kind, dict(options)

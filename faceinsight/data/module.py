@@ -44,7 +44,7 @@ class DatasetSpec:
         weight: share of this dataset in the training mix (normalised over datasets).
         segmaps: where parsing maps come from when the dataset has none of its own:
             ``"landmarks"``, ``"unet"``, ``"facer"`` (the paper's Pyfacer/FaRL parser; see
-            ``faceinsight.segmentation``), or ``"dataset"`` to require its own.
+            ``faceinsight.data.segmentation``), or ``"dataset"`` to require its own.
         segmap_options: keyword arguments of the segmentation source (e.g. ``checkpoint`` for ``unet``, ``device``
             or ``parser_weights`` for ``facer``).
         options: keyword arguments of the loader; ``synthface`` takes ``num_train``, ``num_val``,
@@ -78,7 +78,7 @@ class DatasetSpec:
 def open_split(spec: DatasetSpec, split: str) -> FaceDataset:
     """Instantiate one split of a dataset."""
     if spec.kind == "synthface":
-        from faceinsight.synthface import SynthFace, SynthFaceConfig
+        from faceinsight.data.synthface import SynthFace, SynthFaceConfig
 
         opts = dict(spec.options)
         sizes = {s: opts.pop(f"num_{s}", d) for s, d in zip(SPLITS, (8000, 1000, 2000), strict=True)}
@@ -95,6 +95,33 @@ def open_split(spec: DatasetSpec, split: str) -> FaceDataset:
     from faceinsight.data.registry import load_dataset
 
     return load_dataset(spec.root, kind=spec.kind, split=split, **spec.options)
+
+
+PREDICT_PARSERS = ("landmarks", "unet", "facer")  # the face parsers that draw maps for any image
+
+
+def predict_parser(first: DatasetSpec, kind: str | None, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The face parser (kind, keyword arguments for ``make_source``) that draws the maps of unlabelled images.
+
+    ``kind`` and ``options`` are the data module's ``predict_segmaps`` and ``predict_segmap_options``; by default
+    the first dataset's ``segmaps`` and ``segmap_options``. Ground-truth maps (``dataset``, SynthFace's rendered
+    ones) exist only for their own images, so they are an error naming the parsers to choose from.
+    """
+    if kind is None:
+        kind = "synthface" if first.kind == "synthface" else first.segmaps
+    if kind not in PREDICT_PARSERS:
+        described = {"dataset": "the dataset's own maps, segmaps: dataset", "synthface": "SynthFace's rendered maps"}
+        raise ValueError(
+            f"--data.predict_images: the model reads parsing maps, but their configured source "
+            f"({described.get(kind, repr(kind))}) cannot parse other images. Choose a face parser: "
+            "--data.predict_segmaps landmarks (needs mediapipe), --data.predict_segmaps facer (the paper's "
+            "Pyfacer/FaRL parser, needs the facer extra), or --data.predict_segmaps unet "
+            "--data.predict_segmap_options '{checkpoint: parser.ckpt}' (`faceinsight segparser fit` trains one); "
+            "a model trained with --model.use_seg false needs none"
+        )
+    if options is None:
+        options = first.segmap_options if kind == first.segmaps else {}
+    return kind, dict(options)
 
 
 def with_roots(specs: list[DatasetSpec], names: list[str], roots: dict[str, str]) -> list[DatasetSpec]:
@@ -361,7 +388,7 @@ class FaceDataModule(L.LightningDataModule):
                     f"{spec.kind} at {spec.root} has no parsing maps of its own: set its segmaps source "
                     "to 'landmarks', 'unet' or 'facer', or switch the modality off with --model.use_seg false"
                 )
-            from faceinsight.segmentation import SegmapCache, make_source
+            from faceinsight.data.segmentation import SegmapCache, make_source
 
             source = make_source(spec.segmaps, **spec.segmap_options)
             cached = SegmapCache(self.segmap_cache).load(dataset, source, size=self.image_size)
@@ -453,12 +480,12 @@ class FaceDataModule(L.LightningDataModule):
     def image_views(self) -> list[ModelView]:
         """``predict_images`` as the one predict dataset, with parsing maps from ``predict_segmaps`` (cached)."""
         if "images" not in self.splits:
-            from faceinsight.data.images import ImageFiles, predict_parser
+            from faceinsight.data.images import ImageFiles
 
             images = ImageFiles(self.predict_images, self.characteristics)
             segmaps = None
             if self.with_segmaps:
-                from faceinsight.segmentation import SegmapCache, make_source
+                from faceinsight.data.segmentation import SegmapCache, make_source
 
                 kind, options = predict_parser(self.specs[0], self.predict_segmaps, self.predict_segmap_options)
                 # Small batches: photos are parsed at up to 512 px, where a U-Net's full-size logits are large.

