@@ -10,18 +10,7 @@ specialist (``faceinsight.train.specialist``) with the same data, loss and metri
 ``predict`` writes one JSON line per test face, or per image of ``--data.predict_images <folder | list.txt>``
 (``--predictions.output_file``; see ``faceinsight.tools.predict``).
 
-Tools beside training:
-``faceinsight synthface preview`` (a PNG grid of SynthFace samples),
-``faceinsight rules audit <rules> --data <dataset>`` (rule violations in real labels),
-``faceinsight segparser fit`` (train the U-Net face parser),
-``faceinsight graph export <ckpt>`` (the correlation graph of a checkpoint as JSON),
-``faceinsight ablate -c <preset> --seeds 3 [--sweep KEY=V1,V2]`` (the paper's module ablation or a sweep, see
-``faceinsight.tools.ablate``),
-``faceinsight qa export`` and ``faceinsight eval-text <answers.jsonl>`` (questions for any MLLM, and its free-text
-answers scored: ``faceinsight.text.qa``, ``faceinsight.eval.text``),
-``faceinsight pretrain clip|lm`` (small backbones pretrained on captions from labels: ``faceinsight.train.pretrain``),
-``faceinsight describe --ckpt_path <ckpt>`` (each face in words, decoded and generated, and how often the generated
-words contradict the model's answers: ``faceinsight.tools.describe``).
+Tools beside training: :data:`TOOLS`, one line each in ``faceinsight --help`` (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -30,6 +19,7 @@ import importlib
 import itertools
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -96,32 +86,106 @@ def _lightning(argv: list[str] | None) -> FaceInsightCLI:
     )
 
 
-# Commands beside training: a command, or a group of commands, -> "module:function" taking the remaining argv.
-TOOLS: dict[str, str | dict[str, str]] = {
-    "synthface": {"preview": "faceinsight.data.synthface.preview:main"},
-    "rules": {"audit": "faceinsight.logic.audit:main"},
-    "segparser": {"fit": "faceinsight.data.segmentation.unet:main"},
-    "graph": {"export": "faceinsight.tools.graph:export_main"},
-    "ablate": "faceinsight.tools.ablate:main",
-    "qa": {"export": "faceinsight.text.qa:export_main"},
-    "eval-text": "faceinsight.eval.text:main",
-    "describe": "faceinsight.tools.describe:main",
-    "pretrain": {
-        "all": "faceinsight.tools.pretrain_all:main",
-        "clip": "faceinsight.train.pretrain.clip:main",
-        "seg": "faceinsight.train.pretrain.seg:main",
-        "lm": "faceinsight.train.pretrain.lm:main",
-    },
+@dataclass(frozen=True)
+class Tool:
+    """A command beside training: ``target`` (``module:function`` taking the remaining argv), or a group of
+    ``commands``; ``help`` is its line in ``faceinsight --help``."""
+
+    help: str
+    target: str = ""
+    commands: dict[str, Tool] = field(default_factory=dict)
+
+
+# LightningCLI's subcommands: ``faceinsight <command> --help`` lists their options.
+TRAINING = {
+    "fit": "train on a preset (-c configs/<preset>.yaml), then test the best checkpoint",
+    "validate": "score a checkpoint on the validation splits",
+    "test": "score a checkpoint on the test splits, next to the majority baseline",
+    "predict": "one JSON line of answers per test face, or per image of --data.predict_images",
 }
+
+TOOLS: dict[str, Tool] = {
+    "ablate": Tool(
+        "the paper's module ablation, or a sweep, over seeds: tables and plots", "faceinsight.tools.ablate:main"
+    ),
+    "describe": Tool(
+        "each face in words, decoded and generated, and how often the words contradict the answers",
+        "faceinsight.tools.describe:main",
+    ),
+    "eval-text": Tool("score another MLLM's free-text answers to the exported questions", "faceinsight.eval.text:main"),
+    "graph": Tool(
+        "the correlation graph (eq. 5-7)",
+        commands={"export": Tool("a checkpoint's graph as JSON", "faceinsight.tools.graph:export_main")},
+    ),
+    "pretrain": Tool(
+        "pretrain the small presets' backbones on captions from labels",
+        commands={
+            "all": Tool("every stage not yet done, then optionally fit", "faceinsight.tools.pretrain_all:main"),
+            "clip": Tool(
+                "CLIP image and text towers, contrastive (FLIP's recipe)", "faceinsight.train.pretrain.clip:main"
+            ),
+            "seg": Tool("the parsing-map encoder E_s", "faceinsight.train.pretrain.seg:main"),
+            "lm": Tool(
+                "a small LLM on face descriptions and question-answer pairs", "faceinsight.train.pretrain.lm:main"
+            ),
+        },
+    ),
+    "qa": Tool(
+        "questions for any MLLM",
+        commands={"export": Tool("a dataset's questions as JSON lines", "faceinsight.text.qa:export_main")},
+    ),
+    "rules": Tool(
+        "rule files (eq. 9)",
+        commands={"audit": Tool("how often real labels break each rule", "faceinsight.logic.audit:main")},
+    ),
+    "segparser": Tool(
+        "the U-Net face parser",
+        commands={
+            "fit": Tool("train it on maps from a dataset or a parser", "faceinsight.data.segmentation.unet:main")
+        },
+    ),
+    "synthface": Tool(
+        "the procedural face set",
+        commands={"preview": Tool("a PNG grid of samples", "faceinsight.data.synthface.preview:main")},
+    ),
+}
+
+HELP = ("-h", "--help")
+
+
+def help_text(usage: str, sections: dict[str, dict[str, str]], footer: str = "") -> str:
+    """``usage``, then each section's commands, one line each."""
+    width = max(len(name) for commands in sections.values() for name in commands) + 2
+    lines = [f"usage: {usage}"]
+    for heading, commands in sections.items():
+        lines += ["", heading, *(f"  {name:<{width}}{text}" for name, text in commands.items())]
+    return "\n".join([*lines, *(["", footer] if footer else [])])
+
+
+def main_help() -> str:
+    """``faceinsight --help``: every command, one line each."""
+    tools = {name: f"{{{','.join(t.commands)}}} {t.help}" if t.commands else t.help for name, t in TOOLS.items()}
+    return help_text(
+        "faceinsight [-c CONFIG] <command> ...",
+        {"training (LightningCLI: -c configs, dotted overrides, --print_config):": TRAINING, "tools:": tools},
+        "`faceinsight <command> --help` shows a command's options.",
+    )
 
 
 def _run_tool(name: str, words: list[str]) -> None:
-    target = TOOLS[name]
-    if isinstance(target, dict):
-        if not words or words[0] not in target:
-            sys.exit(f"usage: faceinsight {name} {{{','.join(target)}}} ...")
-        target, words = target[words[0]], words[1:]
-    module, function = target.split(":")
+    tool = TOOLS[name]
+    if tool.commands:
+        group = help_text(
+            f"faceinsight {name} {{{','.join(tool.commands)}}} ...",
+            {f"{tool.help}:": {k: t.help for k, t in tool.commands.items()}},
+        )
+        if words[:1] and words[0] in HELP:
+            print(group)
+            sys.exit(0)
+        if not words or words[0] not in tool.commands:
+            sys.exit(group)
+        tool, words = tool.commands[words[0]], words[1:]
+    module, function = tool.target.split(":")
     getattr(importlib.import_module(module), function)(words)
 
 
@@ -129,7 +193,10 @@ def run(argv: list[str] | None = None) -> FaceInsightCLI | None:
     """Run one ``faceinsight`` command; returns the LightningCLI (model, trainer, data) for training commands."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub is reachable: never try one
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] in TOOLS:
+    if not words or words[0] in HELP:
+        print(main_help(), file=sys.stdout if words else sys.stderr)
+        sys.exit(0 if words else 2)
+    if words[0] in TOOLS:
         _run_tool(words[0], words[1:])
         return None
     return _lightning(argv)

@@ -131,7 +131,7 @@ def test_probe_on_hand_checkable_features() -> None:
 
 
 def test_command_writes_a_checkpoint_and_a_probe_report(tmp_path: Path) -> None:
-    assert TOOLS["pretrain"]["seg"] == "faceinsight.train.pretrain.seg:main"
+    assert TOOLS["pretrain"].commands["seg"].target == "faceinsight.train.pretrain.seg:main"
     argv = ["--out", str(tmp_path / "seg"), "--max_steps", "3", "--batch_size", "16"]
     argv += ["--datasets", json.dumps([vars(s) for s in TINY])]
     config = common.parse(seg.SegPretraining, argv, "faceinsight pretrain seg", "")
