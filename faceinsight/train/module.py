@@ -383,7 +383,7 @@ class FaceModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.make_optimizer()
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = warmup_cosine(optimizer, total, max(1, int(self.hparams.warmup_fraction * total)))
+        scheduler = warmup_cosine(optimizer, total, int(self.hparams.warmup_fraction * total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

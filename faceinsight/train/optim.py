@@ -1,18 +1,12 @@
-"""The learning-rate schedule of the Lightning modules: linear warm-up, then cosine decay to 0."""
+"""The learning-rate schedule of every training run, the Lightning modules' and the pretraining stages': a linear
+warm-up, then a cosine decay to 0 (transformers' ``get_cosine_schedule_with_warmup``)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
+from transformers import get_cosine_schedule_with_warmup
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup`` steps, then a cosine decay to 0 at ``steps``."""
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    """Learning rate ``lr * step / warmup`` over the first ``warmup`` steps, then a cosine decay to 0 at ``steps``."""
+    return get_cosine_schedule_with_warmup(optimizer, warmup, steps)

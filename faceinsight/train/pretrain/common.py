@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from faceinsight.data.module import SPLITS, DatasetSpec, FaceDataModule
 from faceinsight.model.encoders import resolve_pretrained
 from faceinsight.text.captions import FaceLabels, faces_of
+from faceinsight.train.optim import warmup_cosine
 
 T = TypeVar("T")
 B = TypeVar("B")
@@ -199,7 +200,7 @@ def optimiser(
     rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    return opt, get_cosine_schedule_with_warmup(opt, math.ceil(warmup * steps), steps)
+    return opt, warmup_cosine(opt, steps, math.ceil(warmup * steps))
 
 
 def json_ready(value: Any) -> Any:
