@@ -20,6 +20,7 @@ Every metric honours the label mask: unlabelled characteristics never count.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -140,20 +141,24 @@ class GroupMetrics(Metric):
 
 
 class AgeMetrics(Metric):
-    """MAE and CS@5 of the age estimate ``sum_b p_b * years_b / sum_b p_b`` over the age bins."""
+    """MAE and CS@5 of age estimates in years: a model's ``sum_b p_b * years_b / sum_b p_b`` over the age bins
+    (:meth:`update`), or years read from free-text answers (:meth:`update_years`, ``faceinsight eval-text``)."""
 
     full_state_update = False
 
-    def __init__(self, bin_years: list[float], threshold: float = 5.0) -> None:
+    def __init__(self, bin_years: Sequence[float] = (), threshold: float = 5.0) -> None:
         super().__init__()
         self.threshold = threshold
-        self.register_buffer("bin_years", torch.tensor(bin_years), persistent=False)
+        self.register_buffer("bin_years", torch.tensor(list(bin_years)), persistent=False)
         for name in ("abs_error", "within", "count"):
             self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, bin_probs: Tensor, years: Tensor) -> None:
-        known = ~torch.isnan(years)
-        estimate = (bin_probs * self.bin_years).sum(1) / bin_probs.sum(1).clamp_min(1e-12)
+        self.update_years((bin_probs * self.bin_years).sum(1) / bin_probs.sum(1).clamp_min(1e-12), years)
+
+    def update_years(self, estimate: Tensor, years: Tensor) -> None:
+        """Estimated against true years; a face counts where both are known (not NaN)."""
+        known = ~torch.isnan(years) & ~torch.isnan(estimate)
         error = (estimate - years)[known].abs().double()
         self.abs_error += error.sum()
         self.within += (error <= self.threshold).sum()

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from faceinsight.eval.metrics import AgeMetrics, DatasetMetrics
 from faceinsight.text.answers import Parsed, parse_answer
 from faceinsight.text.qa import (
     DESCRIBE,
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 DEFAULT_RULES = ["rules/celeba.rules", "rules/demographics.rules", "rules/expression.rules"]
 DEFAULT_RULES_OF = {"maad": ["rules/maad.rules"]}  # MAAD-Face repeats CelebA's shared rules in its own file
 HEDGED_SCORE = 0.75  # P(yes) given to a hedged yes (1 - this to a hedged no): ranks below a plain answer for mAP
-AGE_CS_THRESHOLD = 5.0  # years, as AgeMetrics' CS@5
 
 
 class AnswerFileError(ValueError):
@@ -214,7 +214,6 @@ def _probability(value: bool, hedged: bool) -> float:
 def _task_metrics(schema: Schema, chars: list[str], hard: Tensor, tasks: set[str]) -> tuple[Any, Any]:
     """``DatasetMetrics`` for the attribute task and for the groups (which also hold the consistency metric), over
     the tasks asked."""
-    from faceinsight.eval.metrics import DatasetMetrics
 
     no_rules = torch.zeros(0, dtype=torch.bool)
     attributes = schema.attributes if "attribute" in tasks else ()
@@ -271,11 +270,9 @@ def evaluate(
     model_g.update(s.probs["group"], s.probs["group"] >= 0.5, labels, s.mask["group"], no_ages, satisfied[rows])
     base_g.update(prior, decided, labels, s.mask["group"], base_ages, baseline_satisfied[rows])
 
-    error = (s.years - data.ages.float()).abs()
-    error = error[~torch.isnan(error)]
-    age = {}
-    if len(error):
-        age = {"age/mae": float(error.mean()), "age/cs@5": float((error <= AGE_CS_THRESHOLD).float().mean())}
+    ages = AgeMetrics()
+    ages.update_years(s.years, data.ages.float())
+    age = {f"age/{k}": v for k, v in ages.compute().items() if not math.isnan(v)}
     model = _merge(model_a.compute(), model_g.compute(), age)
     baseline = _merge(base_a.compute(), base_g.compute(), {})
 
