@@ -265,3 +265,16 @@ def test_lm_pretraining_saves_what_llm_pretrained_loads(tmp_path):
     llm, tokenizer = build_llm(LLMConfig(pretrained=str(tmp_path / "lm")))
     assert isinstance(llm, LlamaForCausalLM) and len(tokenizer) == llm.config.vocab_size
     assert llm.config.bos_token_id == tokenizer.cls_token_id and llm.config.eos_token_id == tokenizer.sep_token_id
+
+
+def test_pretraining_draws_with_the_data_modules_sampler():
+    """lm and seg pretraining draw their faces with ``WeightedDraws``, the training mix's sampler: epoch e's batches
+    are the sampler's list at epoch e."""
+    from faceinsight.data.module import WeightedDraws
+    from faceinsight.train.pretrain import common
+
+    weights = torch.rand(100, generator=torch.Generator().manual_seed(0)).double()
+    batches = list(common.weighted_batches(weights, batch_size=10, steps=15, seed=3))
+    sampler = WeightedDraws(weights, 100, seed=3)
+    sampler.set_epoch(1)
+    assert torch.cat([b for epoch, b in batches if epoch == 1]).tolist() == list(sampler)[:50]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from faceinsight.data.module import SPLITS, DatasetSpec, FaceDataModule
+from faceinsight.data.module import SPLITS, DatasetSpec, FaceDataModule, WeightedDraws
 from faceinsight.model.encoders import resolve_pretrained
 from faceinsight.text.captions import FaceLabels, faces_of
 from faceinsight.train.optim import warmup_cosine
@@ -100,14 +100,15 @@ def train_steps(per_epoch: int, epochs: int, max_steps: int | None) -> int:
 
 
 def weighted_batches(weights: Tensor, batch_size: int, steps: int, seed: int) -> Iterator[tuple[int, Tensor]]:
-    """``(epoch, face indices)`` of ``steps`` batches drawn with replacement by ``weights`` (the data module's
-    training mix): each epoch :func:`batches_per_epoch` batches from a generator seeded with ``seed + epoch``, so the
-    draws depend on the seed alone."""
+    """``(epoch, face indices)`` of ``steps`` batches drawn by ``weights`` (the data module's training mix) with the
+    data module's own sampler (:class:`~faceinsight.data.module.WeightedDraws`): each epoch :func:`batches_per_epoch`
+    batches, the draws seeded with ``seed + epoch``, so they depend on the seed alone."""
     per_epoch = batches_per_epoch(len(weights), batch_size)
+    sampler = WeightedDraws(weights, per_epoch * batch_size, seed=seed)
     step = 0
     for epoch in range(math.ceil(steps / per_epoch)):
-        generator = torch.Generator().manual_seed(seed + epoch)
-        draws = torch.multinomial(weights, per_epoch * batch_size, replacement=True, generator=generator)
+        sampler.set_epoch(epoch)
+        draws = torch.tensor(list(sampler), dtype=torch.long)
         for start in range(0, len(draws), batch_size):
             if step == steps:
                 return
