@@ -60,6 +60,7 @@ def predict_args(setup: dict[str, Path], images: Path, out: Path) -> list[str]:
         "--data.predict_images", str(images), "--data.predict_segmaps", "unet",
         "--data.predict_segmap_options", json.dumps({"checkpoint": str(setup["unet"])}),
         "--data.segmap_cache", str(setup["tmp"] / "segmaps"), "--predictions.output_file", str(out),
+        "--data.predict_crop", "chips",  # these photos are face chips (test_faces.py detects faces in photos)
     ]  # fmt: skip
 
 
@@ -138,14 +139,16 @@ def test_predict_parser_is_the_first_datasets_or_an_explicit_one():
 
 
 def test_data_module_predicts_images_without_maps_when_the_model_reads_none(photos):
-    dm = FaceDataModule(with_segmaps=False, num_workers=0, batch_size=8, predict_images=str(photos))
+    dm = FaceDataModule(
+        with_segmaps=False, num_workers=0, batch_size=8, predict_images=str(photos), predict_crop="chips"
+    )
     dm.setup("predict")
     (loader,) = dm.predict_dataloader()
     batch = next(iter(loader))
     assert batch["key"] == KEYS and "segmap" not in batch
     assert batch["image"].shape == (4, 3, 64, 64) and not batch["label_mask"].any()
     with pytest.raises(ValueError, match="predict_segmaps"):  # SynthFace's maps exist for no photo
-        FaceDataModule(num_workers=0, predict_images=str(photos)).setup("predict")
+        FaceDataModule(num_workers=0, predict_images=str(photos), predict_crop="chips").setup("predict")
 
 
 @pytest.fixture(scope="module")

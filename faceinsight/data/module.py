@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
-from faceinsight.data.base import FaceDataset, FaceSubset, Sample
+from faceinsight.data.base import FaceDataset, FaceSubset, OnError, Sample
 from faceinsight.vocab import SCHEMAS, Schema, union
 
 log = logging.getLogger(__name__)
@@ -322,6 +322,15 @@ class FaceDataModule(L.LightningDataModule):
             (default: the first dataset's ``segmaps``); unused when the model has no segmentation modality.
         predict_segmap_options: its keyword arguments, e.g. ``{checkpoint: parser.ckpt}`` for ``unet`` (default:
             the first dataset's ``segmap_options`` when the parser is the same).
+        predict_crop: ``detect`` (default) finds every face in each photo and predicts each, cropped as the
+            training faces were; ``chips`` takes each image as one already-cropped face (see
+            ``faceinsight.data.faces``).
+        predict_detector: the face detector of ``detect``: ``mediapipe`` (offline, the default) or ``facer``.
+        predict_detector_options: its keyword arguments (default: the settings chosen on ExpW's training photos).
+        predict_framing: the training framing crops are cut to, a name in ``faceinsight.data.detect.FRAMINGS``
+            (default: the first dataset's, e.g. ``expw`` for ExpW and kinds without a measured framing).
+        predict_on_error: ``skip`` an unreadable photo (a warning, a ``skipped`` line, the run goes on) or
+            ``raise`` on the first one.
     """
 
     def __init__(
@@ -338,6 +347,11 @@ class FaceDataModule(L.LightningDataModule):
         predict_images: str | None = None,
         predict_segmaps: str | None = None,
         predict_segmap_options: dict[str, Any] | None = None,
+        predict_crop: Literal["detect", "chips"] = "detect",
+        predict_detector: str = "mediapipe",
+        predict_detector_options: dict[str, Any] | None = None,
+        predict_framing: str | None = None,
+        predict_on_error: OnError = "skip",
     ) -> None:
         super().__init__()
         self.specs = datasets or [DatasetSpec()]
@@ -353,6 +367,8 @@ class FaceDataModule(L.LightningDataModule):
         self.predict_images = predict_images
         self.predict_segmaps = predict_segmaps
         self.predict_segmap_options = predict_segmap_options
+        self.predict_crop, self.predict_framing, self.predict_on_error = predict_crop, predict_framing, predict_on_error
+        self.predict_detector, self.predict_detector_options = predict_detector, predict_detector_options
         self.splits: dict[str, list[ModelView]] = {}
 
     @property
@@ -478,11 +494,16 @@ class FaceDataModule(L.LightningDataModule):
         return [self._loader(v) for v in views]  # under DDP, Lightning shards them without repeats
 
     def image_views(self) -> list[ModelView]:
-        """``predict_images`` as the one predict dataset, with parsing maps from ``predict_segmaps`` (cached)."""
+        """``predict_images`` as the one predict dataset: a row per face found (or per chip), per photo with no face
+        and per unreadable photo (``faceinsight.data.faces``), with parsing maps from ``predict_segmaps`` (cached)."""
         if "images" not in self.splits:
+            from faceinsight.data.faces import photo_faces
             from faceinsight.data.images import ImageFiles
 
-            images = ImageFiles(self.predict_images, self.characteristics)
+            images = photo_faces(
+                ImageFiles(self.predict_images, self.characteristics), self.predict_crop, self.predict_detector,
+                self.predict_detector_options, self.predict_framing, self.specs[0].kind, self.predict_on_error,
+            )  # fmt: skip
             segmaps = None
             if self.with_segmaps:
                 from faceinsight.data.segmentation import SegmapCache, make_source

@@ -35,6 +35,12 @@ AGE_BIN_YEARS: dict[str, float] = {
 }
 
 
+def expected_age(bin_probs: Tensor, bin_years: Tensor) -> Tensor:
+    """Age in years ``[B]`` from age-bin probabilities ``[B, bins]``: the probability-weighted mean of the bins'
+    representative years (:data:`AGE_BIN_YEARS`)."""
+    return (bin_probs * bin_years).sum(-1) / bin_probs.sum(-1).clamp_min(1e-12)
+
+
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(num))
 
@@ -142,7 +148,8 @@ class GroupMetrics(Metric):
 
 class AgeMetrics(Metric):
     """MAE and CS@5 of age estimates in years: a model's ``sum_b p_b * years_b / sum_b p_b`` over the age bins
-    (:meth:`update`), or years read from free-text answers (:meth:`update_years`, ``faceinsight eval-text``)."""
+    (:meth:`update`, via :func:`expected_age`, which ``faceinsight predict``'s ``age_years`` also uses), or years read
+    from free-text answers (:meth:`update_years`, ``faceinsight eval-text``); :meth:`update_years` scores both."""
 
     full_state_update = False
 
@@ -154,7 +161,7 @@ class AgeMetrics(Metric):
             self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, bin_probs: Tensor, years: Tensor) -> None:
-        self.update_years((bin_probs * self.bin_years).sum(1) / bin_probs.sum(1).clamp_min(1e-12), years)
+        self.update_years(expected_age(bin_probs, self.bin_years), years)
 
     def update_years(self, estimate: Tensor, years: Tensor) -> None:
         """Estimated against true years; a face counts where both are known (not NaN)."""

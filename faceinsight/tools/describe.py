@@ -13,7 +13,9 @@
 and "a goatee"). The decoded descriptions, read the same way, must contradict nothing: the parser's control.
 
 ``faceinsight describe --ckpt_path X.ckpt [--config config.yaml] (--split test [--data D] | --images DIR) [--limit N]
-[--json faces.jsonl] [--report report.json]`` prints each face's key and both descriptions, then the rates.
+[--json faces.jsonl] [--report report.json]`` prints each face's key and both descriptions, then the rates. Photos
+(``--images``) are read as ``faceinsight predict`` reads them: every face found and described (``--crop chips``: each
+image is one face), a photo with no face or an unreadable one said so (``faceinsight.data.faces``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from faceinsight.data.faces import face_rows, row_records, write_summary
 from faceinsight.text.answers import (
     ATTRIBUTE_PHRASES,
     attribute_table,
@@ -246,6 +249,7 @@ def open_data(args: argparse.Namespace, module: FaceInsightModule) -> FaceDataMo
             raise SystemExit("faceinsight describe: no data: pass --config (the run's config.yaml) or --data")
         section |= {"datasets": [asdict(dataset_spec(args))], "roots": None}
     section |= {"num_workers": 0, "with_segmaps": module.model.seg_encoder is not None, "predict_images": args.images}
+    section |= {"predict_crop": args.crop, "predict_on_error": args.on_error}
     if args.segmaps is not None:
         section |= {"predict_segmaps": args.segmaps, "predict_segmap_options": json.loads(args.segmap_options)}
     parser = ArgumentParser()
@@ -267,6 +271,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--kind", default=None, help="its kind (autodetected when omitted)")
     parser.add_argument("--options", default="{}", help="its loader options as YAML, e.g. '{num_test: 50}'")
     parser.add_argument("--segmaps", default=None, help="the face parser for --images (default: the run's)")
+    # fmt: off
+    parser.add_argument("--crop", default="detect", choices=("detect", "chips"),
+                        help="--images: find and describe every face (default), or each image is one face chip")
+    parser.add_argument("--on_error", default="skip", choices=("skip", "raise"),
+                        help="--images: skip an unreadable photo with a warning (default), or stop on it")
+    # fmt: on
     parser.add_argument("--segmap_options", default="{}", help="its options as JSON, e.g. '{\"checkpoint\": ...}'")
     parser.add_argument("--limit", type=int, default=None, help="only each dataset's first N faces")
     parser.add_argument("--batch_size", type=int, default=16)
@@ -283,11 +293,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     views = data.image_views() if args.images else data.views(args.split)
     names = ["images"] if args.images else data.dataset_names
     records: list[tuple[str, Description]] = []
+    lines: list[dict[str, Any]] = []  # the JSON lines: descriptions, and photos with no face or skipped
     for name, view in zip(names, views, strict=True):
-        faces = Subset(view, range(min(args.limit or len(view), len(view))))
+        rows = [r for r in row_records(view.dataset, range(len(view))) or [] if r["status"] != "face"]
+        for row in rows:  # photos with no face, unreadable photos: one line each, nothing to describe
+            print(f"{row['photo']}\n  {row['status']}{': ' + row['error'] if 'error' in row else ''}")
+            lines.append({"dataset": name, **row})
+        faces = Subset(view, face_rows(view.dataset, len(view))[: args.limit])
         for batch in DataLoader(faces, batch_size=args.batch_size):
-            for d in describe_batch(module, batch, args.max_new_tokens):
+            found = row_records(view.dataset, batch["index"].tolist()) or [{}] * len(batch["key"])
+            for d, row in zip(describe_batch(module, batch, args.max_new_tokens), found, strict=True):
                 records.append((name, d))
+                lines.append({"dataset": name, **row, **d.to_json()})
                 print(f"{d.key}\n  decoded:   {d.decoded}\n  generated: {d.generated}")
                 if d.generated_check.contradicts:
                     print(f"  contradicts: {', '.join(d.generated_check.contradicts)}")
@@ -302,8 +319,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("\n" + "\n".join(line for which in ("generated", "decoded") for line in summary_lines(which, report[which])))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text("".join(json.dumps({"dataset": name, **d.to_json()}) + "\n" for name, d in records))
+        args.json.write_text("".join(json.dumps(line) + "\n" for line in lines))
         print(f"descriptions written to {args.json}")
+    if args.images:
+        write_summary(views[0].dataset, args.json and args.json.with_name(f"{args.json.stem}.summary.json"))
     report_path = args.report or (args.json.with_suffix(".report.json") if args.json is not None else None)
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)

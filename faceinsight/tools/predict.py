@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import Tensor
 
+from faceinsight.data.faces import row_records, write_summary
+from faceinsight.eval.metrics import AGE_BIN_YEARS, expected_age
 from faceinsight.vocab import GROUPS, VOCAB
 
 
@@ -78,10 +82,34 @@ def prediction_datasets(trainer: L.Trainer) -> list[str]:
     return ["images"] if getattr(dm, "predict_images", None) else list(dm.dataset_names)
 
 
+def prediction_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
+    """The dataset behind a predict dataloader (a ``faceinsight.data.faces.PhotoFaces`` for photos), or None."""
+    loaders = trainer.predict_dataloaders
+    loaders = loaders if isinstance(loaders, Sequence) else [loaders]
+    if dataloader_idx >= len(loaders) or loaders[dataloader_idx] is None:
+        return None
+    return getattr(loaders[dataloader_idx].dataset, "dataset", None)  # the ModelView's dataset
+
+
+def age_years(names: Sequence[str], probs: Tensor) -> list[float] | None:
+    """Each face's age in years from its age-bin probabilities (``metrics.expected_age``), None when the model
+    predicts no age."""
+    if not set(GROUPS["age"]) <= set(names):
+        return None
+    index = [names.index(n) for n in GROUPS["age"]]
+    bins = torch.tensor([AGE_BIN_YEARS[n] for n in GROUPS["age"]], dtype=probs.dtype, device=probs.device)
+    return expected_age(probs[:, index], bins).tolist()
+
+
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``{"dataset", "index", "key", "probabilities": {name: p}, "positive": [names], "text"}`` per face to a
-    JSONL file, in dataset order. ``positive`` is the decision under the model's decoding (``decide``), ``text`` that
-    decision as a sentence (:func:`decision_text`); ``index`` is the face's position in its dataset.
+    """Writes ``{"dataset", "index", "key", "probabilities": {name: p}, "positive": [names], "age_years", "text"}``
+    per face to a JSONL file, in dataset order. ``positive`` is the decision under the model's decoding (``decide``),
+    ``age_years`` the expected age of the age bins (when the model predicts age), ``text`` the decision as a sentence
+    (:func:`decision_text`); ``index`` is the face's position in its dataset. For photos
+    (``--data.predict_images``) each line also has the photo's fields (``faceinsight.data.faces.Row``: ``photo``,
+    ``status``, ``faces``, ``face``, ``box``, ``crop``, ``score``); a photo with no face or one that was skipped has
+    one line with its ``status`` (and ``reason``, ``error``) and no prediction. The photos' summary is printed and
+    written beside the output as ``<stem>.summary.json``.
 
     Args:
         output_file: where to write; empty means the trainer's log folder ``predictions.jsonl``.
@@ -116,6 +144,7 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         assert self._shard is not None
         names = pl_module.model.characteristics
+        years = age_years(names, prediction["probs"])
         keys = batch["key"]
         start = self._counts.get(dataloader_idx, 0)
         self._counts[dataloader_idx] = start + len(keys)
@@ -123,18 +152,20 @@ class PredictionWriter(BasePredictionWriter):
             if trainer.world_size > 1:
                 raise RuntimeError("predicting with several processes needs the loop's batch indices to merge")
             batch_indices = range(start, start + len(keys))
+        rows = row_records(prediction_dataset(trainer, dataloader_idx), batch_indices)  # photos' faces: where from
         with self._shard.open("a") as f:
-            for index, key, probs, preds in zip(
-                batch_indices, keys, prediction["probs"].tolist(), prediction["preds"].tolist(), strict=True
+            for i, (index, key, probs, preds) in enumerate(
+                zip(batch_indices, keys, prediction["probs"].tolist(), prediction["preds"].tolist(), strict=True)
             ):
-                record = {
-                    "dataset": self._datasets[dataloader_idx],
-                    "index": int(index),
-                    "key": key,
-                    "probabilities": {n: round(p, 5) for n, p in zip(names, probs, strict=True)},
-                    "positive": [n for n, y in zip(names, preds, strict=True) if y],
-                    "text": decision_text(names, preds),
-                }
+                record = {"dataset": self._datasets[dataloader_idx], "index": int(index), "key": key}
+                record |= rows[i] if rows is not None else {}
+                if record.get("status", "face") == "face":  # not a photo with no face, nor a skipped one
+                    record |= {
+                        "probabilities": {n: round(p, 5) for n, p in zip(names, probs, strict=True)},
+                        "positive": [n for n, y in zip(names, preds, strict=True) if y],
+                        **({"age_years": round(years[i], 1)} if years is not None else {}),
+                        "text": decision_text(names, preds),
+                    }
                 f.write(json.dumps(record) + "\n")
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -146,3 +177,4 @@ class PredictionWriter(BasePredictionWriter):
             trainer.strategy.barrier()  # the output exists on return, in every process
         if trainer.is_global_zero:
             print(f"predictions written to {self._path}")
+            write_summary(prediction_dataset(trainer, 0), self._path.with_name(f"{self._path.stem}.summary.json"))
