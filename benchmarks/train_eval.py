@@ -35,6 +35,12 @@ VARIANTS: dict[str, list[str]] = {
     # The specialist ("Beyond Specialization") and FaceInsight on its backbone: overlays composed on the preset.
     "specialist": ["-c", "configs/specialist.yaml"],
     "resnet18_ei": ["-c", "configs/specialist_backbone.yaml"],
+    # Issue 17 (docs/learning.md): the old sampler, and the head's departures from the paper.
+    "replacement_draws": ["--data.draws", "replacement"],
+    "per_characteristic": ["--model.readout", "per_characteristic"],
+    "answer_words": ["--model.readout", "answer_words"],  # eq. 2, where the preset departs from it
+    "resnet18_ei_answer_words": ["-c", "configs/specialist_backbone.yaml", "--model.readout", "answer_words"],
+    "before_issue17": ["--model.readout", "answer_words", "--data.draws", "replacement"],  # head and sampler before
 }
 
 

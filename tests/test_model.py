@@ -144,3 +144,32 @@ def test_last_layer_on_characteristic_tokens_only_is_the_full_pass(model):
     assert grads[0].keys() == grads[1].keys()
     for name, value in grads[0].items():
         torch.testing.assert_close(value, grads[1][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_per_characteristic_readout_is_eq2_as_built_and_starts_at_the_priors(model):
+    """``readout: per_characteristic`` as built gives eq. 2's logits (each row is the Yes-minus-No row), agrees with
+    the per-question pass, moves one characteristic's answer with that characteristic's parameters alone, and
+    ``start_readout_at_prior`` sets each bias to the log-odds of the training positive rate."""
+    image, segmap = torch.rand(3, 3, 64, 64), torch.randint(0, 19, (3, 64, 64))
+    other = FaceInsight(FaceInsightConfig(readout="per_characteristic"), NAMES).eval()
+    other.load_state_dict(model.state_dict(), strict=False)  # the paper's weights; the readout keeps its own
+    other.readout = type(other.readout)(other._answer_row(), len(NAMES))  # rows from the loaded output head
+    with torch.no_grad():
+        torch.testing.assert_close(other(image, segmap), model(image, segmap))
+        other.readout.bias[3] += 2.0
+        other.readout.weight[5] *= 2.0
+        changed = other(image, segmap) - model(image, segmap)
+        torch.testing.assert_close(other.forward_per_characteristic(image, segmap), other(image, segmap),
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip
+    moved = (changed.abs() > 1e-6).any(0).nonzero().flatten().tolist()
+    assert moved == [3, 5]
+    torch.testing.assert_close(changed[:, 3], torch.full((3,), 2.0))
+    torch.testing.assert_close(changed[:, 5], model(image, segmap)[:, 5].detach())  # twice the row: twice the logit
+
+    rate = model.stats.positive_rate().float()
+    other.start_readout_at_prior()
+    want = torch.log(rate / (1 - rate))  # hand-computed: rates here are in (0, 1)
+    torch.testing.assert_close(other.readout.bias.detach(), want)
+    model.start_readout_at_prior()  # the paper's readout has no bias to set: nothing changes
+    with pytest.raises(ValueError, match="readout must be"):
+        FaceInsight(FaceInsightConfig(readout="mean"), NAMES[:3])

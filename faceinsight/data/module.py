@@ -274,9 +274,38 @@ def resize_segmap(segmap: Tensor, size: int) -> Tensor:
     return segmap.long()
 
 
+Draws = Literal["balanced", "replacement"]
+
+
+def balanced_counts(expected: Tensor, generator: torch.Generator) -> Tensor:
+    """How often each item is drawn when item ``i`` is expected ``expected[i]`` times: ``floor`` or ``ceil`` of it,
+    never anything else, summing to ``round(expected.sum())``.
+
+    Systematic sampling over a random order of the items: one uniform offset ``u`` and the running sums ``S_i`` in that
+    order give item ``i`` the count ``floor(S_i + u) - floor(S_{i-1} + u)``. So an item expected once is drawn exactly
+    once (an epoch of one dataset is a permutation of it), one expected 0.2 times is drawn in a random 20% of epochs,
+    and one expected 50 times exactly 50 times; multinomial draws with replacement would instead draw 37% of a single
+    dataset's faces not at all in an epoch (``(1 - 1/N)^N``) and repeat others.
+    """
+    order = torch.randperm(len(expected), generator=generator)
+    ends = torch.cumsum(expected[order].double(), 0)
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    marks = torch.floor(torch.cat([ends.new_zeros(1), ends]) + u)
+    counts = torch.empty(len(expected), dtype=torch.long)
+    counts[order] = (marks[1:] - marks[:-1]).long()
+    return counts
+
+
 class WeightedDraws(DistributedSampler):
-    """``num_draws`` dataset indices drawn with replacement by weight, for the training mix; process ``rank`` of
-    ``num_replicas`` takes the draws rank, rank + W, ... (the list padded to a multiple of W, as torch pads).
+    """The training mix's sampler: ``num_draws`` dataset indices per epoch, item ``i`` in proportion to
+    ``weights[i]``; process ``rank`` of ``num_replicas`` takes the draws rank, rank + W, ... (the list padded to a
+    multiple of W, as torch pads).
+
+    ``draws="balanced"`` (default) draws without replacement as far as the weights allow (:func:`balanced_counts`:
+    each item ``floor`` or ``ceil`` of its expected count, in a random order), so one dataset trained alone is seen
+    once per epoch, every face. ``"replacement"`` is ``torch.multinomial`` with replacement, the sampler of this
+    project before it (kept to reproduce older figures): one epoch of UTKFace's 3,954 training faces then saw 2,537
+    distinct ones.
 
     Every process draws the same list: its generator is seeded with ``seed + epoch`` (Lightning calls ``set_epoch``),
     the seed is ``seed_everything``'s, as for Lightning's own DistributedSampler. So W processes at batch b train on the
@@ -286,15 +315,33 @@ class WeightedDraws(DistributedSampler):
     """
 
     def __init__(
-        self, weights: Tensor, num_draws: int, num_replicas: int = 1, rank: int = 0, seed: int | None = None
+        self,
+        weights: Tensor,
+        num_draws: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int | None = None,
+        draws: Draws = "balanced",
     ) -> None:
+        if draws not in ("balanced", "replacement"):
+            raise ValueError(f"draws must be 'balanced' or 'replacement', got {draws!r}")
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         super().__init__(range(num_draws), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.weights = weights
+        self.draws = draws
+
+    def epoch_draws(self) -> Tensor:
+        """This epoch's ``num_draws`` indices, in training order (the same on every process)."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        n = len(self.dataset)
+        if self.draws == "replacement":
+            return torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        counts = balanced_counts(self.weights.double() / self.weights.double().sum() * n, generator)
+        items = torch.repeat_interleave(torch.arange(len(self.weights)), counts)
+        return items[torch.randperm(len(items), generator=generator)]
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        draws = torch.multinomial(self.weights, len(self.dataset), replacement=True, generator=generator).tolist()
+        draws = self.epoch_draws().tolist()
         draws += draws[: self.total_size - len(draws)]
         return iter(draws[self.rank : self.total_size : self.num_replicas])
 
@@ -311,6 +358,9 @@ class FaceDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         image_size: side of the square faces in a batch; the model resizes to its encoders' sizes.
         samples_per_epoch: training samples drawn per epoch (default: the sum of the training splits).
+        draws: how the training sampler draws them (:class:`WeightedDraws`): ``balanced`` (default; without
+            replacement as far as the weights allow: one dataset alone is a permutation of it each epoch) or
+            ``replacement`` (multinomial with replacement, this project's sampler before; for older figures).
         with_segmaps: attach parsing maps (off when the model's segmentation modality is off).
         segmap_cache: folder of the on-disk cache of computed parsing maps.
         cache_samples: keep decoded samples in memory (for data that fits in RAM, such as SynthFace, whose
@@ -341,6 +391,7 @@ class FaceDataModule(L.LightningDataModule):
         num_workers: int = 2,
         image_size: int = 64,
         samples_per_epoch: int | None = None,
+        draws: Draws = "balanced",
         with_segmaps: bool = True,
         segmap_cache: str = ".cache/segmaps",
         cache_samples: bool = False,
@@ -361,6 +412,7 @@ class FaceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.image_size = image_size
         self.samples_per_epoch = samples_per_epoch
+        self.draws = draws
         self.with_segmaps = with_segmaps
         self.segmap_cache = segmap_cache
         self.cache_samples = cache_samples
@@ -463,15 +515,21 @@ class FaceDataModule(L.LightningDataModule):
             **kwargs,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def face_weights(self) -> Tensor:
+        """Each training face's share of the mix (float64, summing to 1): its dataset's normalised weight, shared
+        equally by the dataset's faces. The training sampler and the pretraining stages draw by it."""
         views = self.views("train")
-        mix = ConcatDataset(views)
         total = sum(s.weight for s in self.specs)
-        weights = torch.cat(
-            [torch.full((len(v),), s.weight / total / len(v)) for s, v in zip(self.specs, views, strict=True)]
+        shares = [s.weight / total / len(v) for s, v in zip(self.specs, views, strict=True)]
+        return torch.cat(
+            [torch.full((len(v),), share, dtype=torch.float64) for v, share in zip(views, shares, strict=True)]
         )
+
+    def train_dataloader(self) -> DataLoader:
+        mix = ConcatDataset(self.views("train"))
         shards = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
-        sampler = WeightedDraws(weights.double(), self.samples_per_epoch or len(mix), **(shards or {}))
+        num_draws = self.samples_per_epoch or len(mix)
+        sampler = WeightedDraws(self.face_weights(), num_draws, draws=self.draws, **(shards or {}))
         return self._loader(mix, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> list[DataLoader]:

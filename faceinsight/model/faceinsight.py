@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,9 @@ class Visual(NamedTuple):
     seg: Tensor | None
 
 
+Readout = Literal["answer_words", "per_characteristic"]
+
+
 class Adapter(nn.Sequential):
     """A 2-layer MLP projector, Linear-GELU-Linear, as in LLaVA-1.5 (A_v, A_s, A_t)."""
 
@@ -63,6 +66,29 @@ class FaceInsightConfig:
     use_seg: bool = True
     use_correlation: bool = True
     query: str = "Analyze the facial features in this image."
+    # readout: ``answer_words`` is eq. 2 (logit_Yes - logit_No of the LLM's output head, shared by every
+    # characteristic). ``per_characteristic`` departs from the paper (docs/learning.md): characteristic k gets its own
+    # row v_k, started as the Yes-minus-No row, and its own bias b_k, started at the log-odds of its positive rate in
+    # the training split when fitting starts (:meth:`FaceInsight.start_readout_at_prior`) (a specialist's linear head).
+    readout: Readout = "answer_words"
+
+
+class CharacteristicReadout(nn.Module):
+    """``readout: per_characteristic``: logit_k = v_k . h_k + b_k, one row and bias per characteristic, built from
+    the output head's Yes-minus-No row and bias (so as built it gives eq. 2's logits; fitting then starts the biases
+    at the priors, :meth:`FaceInsight.start_readout_at_prior`)."""
+
+    def __init__(self, answer_row: tuple[Tensor, Tensor], k: int) -> None:
+        super().__init__()
+        row, bias = answer_row
+        self.weight = nn.Parameter(row.detach().float().expand(k, -1).clone())
+        self.bias = nn.Parameter(bias.detach().float().expand(k).clone())
+
+    def forward(self, hidden: Tensor, which: Tensor | None = None) -> Tensor:
+        """``[B, K, D] -> [B, K]``, or ``[N, D]`` rows of characteristics ``which`` ``[N]`` -> ``[N]``."""
+        if which is None:
+            return (hidden * self.weight).sum(-1) + self.bias
+        return (hidden * self.weight[which]).sum(-1) + self.bias[which]
 
 
 def characteristic_attention_mask(prefix: int, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -115,6 +141,9 @@ class FaceInsight(nn.Module):
         self.register_buffer("bos_ids", bos_ids, persistent=False)
         self.register_buffer("query_ids", query_ids, persistent=False)
         self.register_buffer("answer_ids", answer_ids, persistent=False)
+        if config.readout not in ("answer_words", "per_characteristic"):
+            raise ValueError(f"readout must be 'answer_words' (eq. 2) or 'per_characteristic', got {config.readout!r}")
+        self.readout = CharacteristicReadout(self._answer_row(), k) if config.readout == "per_characteristic" else None
 
     @staticmethod
     def _tokenize(tokenizer, config: FaceInsightConfig) -> tuple[Tensor, Tensor, Tensor]:
@@ -219,19 +248,40 @@ class FaceInsight(nn.Module):
         h = h + last.mlp(last.post_attention_layernorm(h))
         return decoder.norm(h)
 
-    def answer_difference(self, hidden: Tensor) -> Tensor:
-        """``logit_Yes - logit_No`` from the LLM's last hidden states ``[B, K, D]``, in float32.
+    def _answer_row(self) -> tuple[Tensor, Tensor]:
+        """The output head's ``w_Yes - w_No`` and ``b_Yes - b_No`` (0 without a bias), in float32."""
+        head = self.llm.get_output_embeddings()
+        if not len(self.answer_ids):  # built without a tokenizer (meta device): the readout's shape only
+            d = head.weight.shape[1]
+            return torch.zeros(d, device=head.weight.device), torch.zeros((), device=head.weight.device)
+        yes, no = head.weight[self.answer_ids].float()
+        bias = head.bias[self.answer_ids].float() if head.bias is not None else torch.zeros(2, device=yes.device)
+        return yes - no, bias[0] - bias[1]
+
+    def start_readout_at_prior(self) -> None:
+        """``readout: per_characteristic``: set each bias b_k to the log-odds of characteristic k's positive rate in
+        the training split (``stats``), so that training starts from the priors instead of spending its first steps on
+        them. Without it the fastest way down the loss is the priors through the shared path, and the image's small
+        share of the answers is pushed towards 0 (docs/learning.md). RetinaNet initialises its classifier's bias the
+        same way (Lin et al., ICCV 2017). Nothing happens with the paper's readout."""
+        if self.readout is None:
+            return
+        rate = self.stats.positive_rate().float().clamp(1e-4, 1 - 1e-4).to(self.readout.bias.device)
+        with torch.no_grad():
+            self.readout.bias.copy_(torch.log(rate / (1 - rate)))
+
+    def answer_difference(self, hidden: Tensor, which: Tensor | None = None) -> Tensor:
+        """The answer logits (``logit_Yes - logit_No``, eq. 2, or the per-characteristic readout) from the LLM's last
+        hidden states ``[B, K, D]``, in float32; ``which`` ``[N]`` names the characteristic of each row when
+        ``hidden`` is ``[N, D]``.
 
         The two rows of the output head are taken and subtracted in float32 before the product, so a bf16 LLM
         does not round scores near 0.5 to bf16's steps (which would make ties in mAP).
         """
-        head = self.llm.get_output_embeddings()
-        yes, no = head.weight[self.answer_ids].float()
-        out = hidden.float() @ (yes - no)
-        if head.bias is not None:
-            bias = head.bias[self.answer_ids].float()
-            out = out + (bias[0] - bias[1])
-        return out
+        if self.readout is not None:
+            return self.readout(hidden.float(), which)
+        row, bias = self._answer_row()
+        return hidden.float() @ row + bias
 
     def encode(self, image: Tensor, segmap: Tensor | None = None) -> Visual:
         """The visual encoders' outputs, before the adapters: E_i's tokens ``[B, Nv, Dv]`` and E_s's ``[B, Ns, Ds]``
@@ -285,7 +335,7 @@ class FaceInsight(nn.Module):
         for chunk in rows.split(batch_size or b * k):
             sequences = torch.cat([prefix[chunk // k], chars[chunk % k, None]], dim=1)
             hidden = decoder(inputs_embeds=sequences, use_cache=False).last_hidden_state[:, p]
-            out.append(self.answer_difference(hidden))
+            out.append(self.answer_difference(hidden, chunk % k))
         return torch.cat(out).view(b, k)
 
     # ----------------------------------------------------------------- free text (faceinsight.tools.describe)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from faceinsight.model.correlation import CorrelationConfig
 from faceinsight.model.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig, TextEncoderConfig
-from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, Visual
+from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, Readout, Visual
 from faceinsight.text.captions import batch_captions
 from faceinsight.text.tokens import DESCRIBE_QUERY, text_ids, tokenize_captions
 from faceinsight.train.features import FeatureCache, FeatureEntry, StoreDtype, read_rows
@@ -49,6 +49,8 @@ class FaceInsightModule(FaceModule):
             adapters to make it describe the face (``faceinsight describe``, docs/describe.md). Logged as
             ``caption`` in training and validation.
         describe_query: the request before a description, in training and in ``faceinsight describe``.
+        readout: ``answer_words`` (eq. 2) or ``per_characteristic`` (a row and a bias per characteristic, the biases
+            started at the training priors; a departure from the paper, ``FaceInsightConfig``, docs/learning.md).
         feature_cache: compute E_i's (and E_s's, with ``use_seg``) outputs once per image when fit, validate or test
             starts, and train and evaluate from them (``faceinsight.train.features``, docs/feature_cache.md). Both
             encoders must be frozen (an error names the one that is not), and the data must have no random augmentation
@@ -76,6 +78,7 @@ class FaceInsightModule(FaceModule):
         bce_reduction: Literal["sum", "mean"] = "sum",
         decoding: Literal["threshold", "consistent"] = "threshold",
         query: str = "Analyze the facial features in this image.",
+        readout: Readout = "answer_words",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
@@ -98,6 +101,7 @@ class FaceInsightModule(FaceModule):
             use_seg=use_seg,
             use_correlation=use_correlation,
             query=query,
+            readout=readout,
         )
         self.model = FaceInsight(config, list(characteristics))
         tokenizer = self.model.tokenizer  # None on the meta device
@@ -196,6 +200,9 @@ class FaceInsightModule(FaceModule):
         texts = batch_captions(self.model.characteristics, batch, rng)
         ids, mask = tokenize_captions(self.model.tokenizer, texts)
         return self.model.caption_loss(visual, self.describe_ids, ids.to(self.device), mask.to(self.device))
+
+    def statistics_set(self) -> None:
+        self.model.start_readout_at_prior()
 
     def missing_statistics(self, what: str) -> None:
         if self.model.gcn is not None:

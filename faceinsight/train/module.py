@@ -111,6 +111,10 @@ class FaceModule(L.LightningModule):
             labels, mask = dm.train_label_matrix()
             self.model.stats.update(labels.to(self.device), mask.to(self.device))
             log.info("co-occurrence statistics from %d training samples", labels.shape[0])
+            self.statistics_set()
+
+    def statistics_set(self) -> None:
+        """Called once when fitting computes the training statistics (not when a checkpoint brings them)."""
 
     def _datamodule(self) -> Any:
         return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

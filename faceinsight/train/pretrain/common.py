@@ -82,13 +82,6 @@ def split_faces(data: FaceDataModule, split: str) -> list[FaceLabels]:
     return faces
 
 
-def face_weights(data: FaceDataModule) -> Tensor:
-    """Each training face's draw probability: its dataset's weight shared by its faces (the data module's mix)."""
-    views = data.views("train")
-    total = sum(s.weight for s in data.specs)
-    return torch.cat([torch.full((len(v),), s.weight / total / len(v)) for s, v in zip(data.specs, views, strict=True)])
-
-
 def batches_per_epoch(faces: int, batch_size: int) -> int:
     """An epoch of weighted draws: ``faces // batch_size`` batches, at least one."""
     return max(faces // batch_size, 1)

@@ -236,7 +236,7 @@ def run(config: LMPretraining, progress: bool = True) -> dict[str, Any]:
     out = Path(config.out) if config.out else common.default_out("lm", data)
     faces = common.split_faces(data, "train")
     ready = time.perf_counter()
-    model, losses = train(config, faces, common.face_weights(data).double(), tokenizer, progress)
+    model, losses = train(config, faces, data.face_weights(), tokenizer, progress)
     trained = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -1,0 +1,97 @@
+"""How distinct FaceInsight's K characteristic questions are, at initialisation or in a checkpoint.
+
+    .venv/bin/python benchmarks/head_diagnostics.py -c configs/utkface.yaml [--ckpt_path <ckpt>] [--images 64]
+        [-- <more faceinsight fit arguments, e.g. --model.readout per_characteristic>]
+
+Issue 17's suspect 2: the characteristic tokens are MiniLM prompt embeddings, mixed by the GCN (eq. 8) and read by
+one shared Yes/No row pair (eq. 2). If the K tokens are nearly the same, so are the K answers of an image, and
+whatever the image teaches moves them together. This prints, for named pairs (Male/Female, neighbouring age bins)
+and over all pairs:
+
+* the cosine similarity of the tokens at each stage: T0 (text encoder), T_hat (after the GCN, eq. 8), A_t(T_hat)
+  (the LLM's input), and the LLM's last hidden state at the token (averaged over images);
+* the correlation across images of the pair's logits on a batch of training faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from faceinsight.cli import FaceInsightCLI, FaceInsightParser
+from faceinsight.data.module import FaceDataModule
+from faceinsight.train.module import FaceModule
+
+PAIRS = [
+    ("Male", "Female"),
+    ("Age_20-29", "Age_30-39"),
+    ("Smiling", "Mouth_Slightly_Open"),
+    ("Blond_Hair", "Black_Hair"),
+]
+
+
+def cosines(x: torch.Tensor) -> torch.Tensor:
+    x = F.normalize(x.double(), dim=-1)
+    return x @ x.T
+
+
+def summary(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
+    k = matrix.shape[0]
+    off = matrix[~torch.eye(k, dtype=torch.bool)]
+    out = {"mean_offdiag": round(float(off.mean()), 4), "min_offdiag": round(float(off.min()), 4)}
+    for a, b in PAIRS:
+        if a in names and b in names:
+            out[f"{a}~{b}"] = round(float(matrix[names.index(a), names.index(b)]), 4)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", action="append", required=True)
+    parser.add_argument("--ckpt_path", default=None)
+    parser.add_argument("--images", type=int, default=64)
+    args, rest = parser.parse_known_args(argv)
+    rest = [a for a in rest if a != "--"]
+    words = [w for c in args.config for w in ("-c", c)] + ["--data.num_workers", "0"] + rest
+    cli = FaceInsightCLI(FaceModule, FaceDataModule, subclass_mode_model=True, args=words, run=False,
+                         parser_class=FaceInsightParser)  # fmt: skip
+    module, data = cli.model, cli.datamodule
+    if args.ckpt_path:
+        state = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
+        module.on_load_checkpoint(state)
+        module.load_state_dict(state["state_dict"], strict=False)
+    if not module.model.stats.is_set:
+        labels, mask = data.train_label_matrix()
+        module.model.stats.update(labels, mask)
+    model = module.model.eval()
+    names = model.characteristics
+    view = data.views("train")[0]
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randperm(len(view), generator=generator)[: args.images].tolist()
+    batch = torch.utils.data.default_collate([view[i] for i in rows])
+
+    with torch.no_grad():
+        t0 = model.prompt_embeddings
+        t_hat = model.gcn(t0, model.gcn.adjacency(model.stats)) if model.gcn is not None else t0
+        tokens = model.characteristic_embeddings()
+        logits = module.logits(batch)
+    report = {
+        "checkpoint": args.ckpt_path or "initialisation",
+        "token_cosine": {
+            "T0": summary(cosines(t0), names),
+            "T_hat": summary(cosines(t_hat), names),
+            "A_t(T_hat)": summary(cosines(tokens), names),
+        },
+        "logit_correlation_across_images": summary(torch.corrcoef(logits.T.double()), names),
+        "logit_std_across_images": round(float(logits.std(0).mean()), 4),
+        "logit_std_across_characteristics": round(float(logits.std(1).mean()), 4),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
