@@ -1,7 +1,10 @@
 """A broken training signal (loss, label mask, label order) fails here: a short run must clearly beat the majority.
 
 The run is the real CLI path (SynthFace, the preset's loss, rules and metrics) with a miniature architecture at
-32 px, so that about 200 optimisation steps fit in the suite's budget.
+32 px, so that about 200 optimisation steps fit in the suite's budget. It reads with ``readout: per_characteristic``
+(docs/learning.md): at this size eq. 2's shared readout depends on luck. Measured, 192 steps: eq. 2 answered the
+majority gender with seed 0 and the balanced sampler (0.637 = majority; mAP not checked) but learnt it with seed 1
+(0.883) or the old sampler (0.813); the per-characteristic readout gives gender 0.898 and mAP 0.448 with seed 0.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ MINIATURE = [
 
 def test_short_synthface_run_beats_the_majority_baseline(tmp_path):
     fit(tmp_path, "--data.datasets", SMALL, "--data.batch_size", "32", "--trainer.max_epochs", "3",
-        "--seed_everything", "0", *MINIATURE)  # fmt: skip
+        "--seed_everything", "0", "--model.readout", "per_characteristic", *MINIATURE)  # fmt: skip
     report = json.loads((tmp_path / "metrics.json").read_text())
     model, majority = report["model"]["synthface"], report["majority_baseline"]["synthface"]
-    # Majority mAP is the attributes' mean positive rate (0.24); measured: 0.45 after these 192 steps.
+    # Majority mAP is the attributes' mean positive rate (0.24); measured: 0.448 after these 192 steps.
     assert model["attributes/mAP"] > majority["attributes/mAP"] + 0.10, (model, majority)
-    assert model["gender/accuracy"] > majority["gender/accuracy"] + 0.10  # measured 0.89 vs 0.64
+    assert model["gender/accuracy"] > majority["gender/accuracy"] + 0.10  # measured 0.898 vs 0.637
     assert model["attributes/f1"] > majority["attributes/f1"]
