@@ -22,9 +22,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from faceinsight.cli import FaceInsightCLI, FaceInsightParser
-from faceinsight.data.module import FaceDataModule
-from faceinsight.train.module import FaceModule
+from faceinsight.cli import build
 
 PAIRS = [
     ("Male", "Female"),
@@ -57,8 +55,7 @@ def main(argv: list[str]) -> None:
     args, rest = parser.parse_known_args(argv)
     rest = [a for a in rest if a != "--"]
     words = [w for c in args.config for w in ("-c", c)] + ["--data.num_workers", "0"] + rest
-    cli = FaceInsightCLI(FaceModule, FaceDataModule, subclass_mode_model=True, args=words, run=False,
-                         parser_class=FaceInsightParser)  # fmt: skip
+    cli = build(words)
     module, data = cli.model, cli.datamodule
     if args.ckpt_path:
         state = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)

@@ -24,9 +24,7 @@ from pathlib import Path
 
 import torch
 
-from faceinsight.cli import FaceInsightCLI, FaceInsightParser
-from faceinsight.data.module import FaceDataModule
-from faceinsight.train.module import FaceModule
+from faceinsight.cli import build
 
 ROOT = Path(__file__).resolve().parents[1]
 # tests/test_learning.py's miniature architecture at 32 px (kept in step with it by hand: a benchmark, not a test).
@@ -54,8 +52,7 @@ def main(argv: list[str]) -> None:
     words = ["-c", args.config, "--data.datasets", f"[{{kind: utkface, root: {args.root}}}]", "--model.use_seg",
              "false", "--data.num_workers", "0", "--model.rules", f"[{ROOT / 'rules/demographics.rules'}]",
              *MINIATURE, *args.overrides]  # fmt: skip
-    cli = FaceInsightCLI(FaceModule, FaceDataModule, subclass_mode_model=True, args=words, run=False,
-                         parser_class=FaceInsightParser)  # fmt: skip
+    cli = build(words)
     module, data = cli.model, cli.datamodule
     data.setup("fit")
     module.model.stats.update(*data.train_label_matrix())

@@ -75,15 +75,22 @@ class FaceInsightCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
 
 
-def _lightning(argv: list[str] | None) -> FaceInsightCLI:
+def _lightning(argv: list[str] | None, run: bool = True) -> FaceInsightCLI:
     return FaceInsightCLI(
         FaceModule,
         FaceDataModule,
         subclass_mode_model=True,
         args=argv,  # None: read sys.argv
+        run=run,
         save_config_kwargs={"overwrite": True},
         parser_class=FaceInsightParser,
     )
+
+
+def build(argv: list[str]) -> FaceInsightCLI:
+    """The model, data module and trainer a ``faceinsight fit`` command line builds (``-c`` presets, overrides),
+    without running anything: for scripts that drive them themselves (``benchmarks/image_signal.py``)."""
+    return _lightning(argv, run=False)
 
 
 @dataclass(frozen=True)
