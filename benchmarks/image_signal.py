@@ -13,6 +13,16 @@ gradients). Printed per checkpoint step: the accuracy of the Female answer on th
 standard deviation of the logits across those images (mean over characteristics: how much the image moves the
 answers) and across characteristics (mean over images). Issue 17's finding (docs/learning.md): with eq. 2's readout
 the first number stays at the majority answer and the second stays near 0, while the specialist's rises at once.
+
+For FaceInsight two more columns show where the image's part is lost: the image share at the characteristic tokens
+(the standard deviation across images of the LLM's final normalised state there, which the readout reads, over its
+root mean square) and the
+root mean square of the characteristic tokens as they enter the LLM (A_t(T_hat)). On the specialist's backbone, with
+the per-characteristic rows started at 0 (docs/learning.md):
+
+    .venv/bin/python benchmarks/image_signal.py --steps 200 --every 25 -- -c configs/specialist_backbone.yaml \
+        --data.image_size 64 --model.llm.arch "{hidden_size: 128, intermediate_size: 344, num_hidden_layers: 2, \
+        num_attention_heads: 4, num_key_value_heads: 4}" --model.readout_start zero
 """
 
 from __future__ import annotations
@@ -58,6 +68,10 @@ def main(argv: list[str]) -> None:
     module.model.stats.update(*data.train_label_matrix())
     if not args.no_prior:
         module.statistics_set()  # what fit does once the statistics are computed
+    model = getattr(module, "model", None)  # FaceInsight (the specialist has none of this)
+    final: list[torch.Tensor] = []  # the LLM's final normalised states: what the readout reads
+    if model is not None:
+        model.llm.get_decoder().norm.register_forward_hook(lambda m, i, out: final.append(out))
     female = module.model.characteristics.index("Female")
     val = data.views("val")[0]
     check = torch.utils.data.default_collate([val[i] for i in range(min(256, len(val)))])
@@ -65,16 +79,23 @@ def main(argv: list[str]) -> None:
     loader = torch.utils.data.DataLoader(data.views("train")[0], batch_size=args.batch_size, shuffle=True,
                                          drop_last=True)  # fmt: skip
     batches, started = iter(loader), time.perf_counter()
-    print("| step | Female accuracy | logit std across images | across characteristics | s |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| step | Female accuracy | logit std across images | across characteristics "
+          "| image share at characteristic tokens | rms A_t(T_hat) | s |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for step in range(args.steps + 1):
         if step % args.every == 0:
             module.eval()
+            final.clear()
             with torch.no_grad():
                 logits = module.logits(check)
+                share, rms = "", ""
+                if model is not None:
+                    chars = final[-1][:, -logits.shape[1] :]  # [B, K, D] at the characteristic tokens
+                    share = f"{chars.std(0).mean() / chars.pow(2).mean().sqrt():.4f}"
+                    rms = f"{model.characteristic_embeddings().pow(2).mean().sqrt():.3f}"
             accuracy = ((logits[:, female] > 0).float() == check["labels"][:, female]).float().mean()
-            print(f"| {step} | {accuracy:.3f} | {logits.std(0).mean():.3f} | {logits.std(1).mean():.3f} "
-                  f"| {time.perf_counter() - started:.0f} |", flush=True)  # fmt: skip
+            print(f"| {step} | {accuracy:.3f} | {logits.std(0).mean():.3f} | {logits.std(1).mean():.3f} | {share} "
+                  f"| {rms} | {time.perf_counter() - started:.0f} |", flush=True)  # fmt: skip
             module.train()
         if step == args.steps:
             break

@@ -147,10 +147,19 @@ def test_last_layer_on_characteristic_tokens_only_is_the_full_pass(model):
 
 
 def test_per_characteristic_readout_is_eq2_as_built_and_starts_at_the_priors(model):
-    """``readout: per_characteristic`` as built gives eq. 2's logits (each row is the Yes-minus-No row), agrees with
-    the per-question pass, moves one characteristic's answer with that characteristic's parameters alone, and
-    ``start_readout_at_prior`` sets each bias to the log-odds of the training positive rate."""
+    """``readout: per_characteristic`` as built gives eq. 2's logits (each row is the Yes-minus-No row); with
+    ``readout_start: zero`` and ``start_readout_at_prior`` every face gets exactly the log-odds of the training
+    positive rates. It agrees with the per-question pass and moves one characteristic's answer with that
+    characteristic's parameters alone."""
     image, segmap = torch.rand(3, 3, 64, 64), torch.randint(0, 19, (3, 64, 64))
+    rate = model.stats.positive_rate().float()
+    want = torch.log(rate / (1 - rate))  # hand-computed: rates here are in (0, 1)
+    zero = FaceInsight(FaceInsightConfig(readout="per_characteristic", readout_start="zero"), NAMES).eval()
+    zero.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(zero(image, segmap), torch.zeros(3, len(NAMES)))
+        zero.start_readout_at_prior()
+        torch.testing.assert_close(zero(image, segmap), want.expand(3, -1))
     other = FaceInsight(FaceInsightConfig(readout="per_characteristic"), NAMES).eval()
     other.load_state_dict(model.state_dict(), strict=False)  # the paper's weights; the readout keeps its own
     other.readout = type(other.readout)(other._answer_row(), len(NAMES))  # rows from the loaded output head
@@ -166,10 +175,10 @@ def test_per_characteristic_readout_is_eq2_as_built_and_starts_at_the_priors(mod
     torch.testing.assert_close(changed[:, 3], torch.full((3,), 2.0))
     torch.testing.assert_close(changed[:, 5], model(image, segmap)[:, 5].detach())  # twice the row: twice the logit
 
-    rate = model.stats.positive_rate().float()
     other.start_readout_at_prior()
-    want = torch.log(rate / (1 - rate))  # hand-computed: rates here are in (0, 1)
     torch.testing.assert_close(other.readout.bias.detach(), want)
     model.start_readout_at_prior()  # the paper's readout has no bias to set: nothing changes
     with pytest.raises(ValueError, match="readout must be"):
         FaceInsight(FaceInsightConfig(readout="mean"), NAMES[:3])
+    with pytest.raises(ValueError, match="readout_start must be"):
+        FaceInsight(FaceInsightConfig(readout="per_characteristic", readout_start="ones"), NAMES[:3])

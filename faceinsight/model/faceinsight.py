@@ -45,6 +45,7 @@ class Visual(NamedTuple):
 
 
 Readout = Literal["answer_words", "per_characteristic"]
+ReadoutStart = Literal["answer_row", "zero"]
 
 
 class Adapter(nn.Sequential):
@@ -68,21 +69,33 @@ class FaceInsightConfig:
     query: str = "Analyze the facial features in this image."
     # readout: ``answer_words`` is eq. 2 (logit_Yes - logit_No of the LLM's output head, shared by every
     # characteristic). ``per_characteristic`` departs from the paper (docs/learning.md): characteristic k gets its own
-    # row v_k, started as the Yes-minus-No row, and its own bias b_k, started at the log-odds of its positive rate in
-    # the training split when fitting starts (:meth:`FaceInsight.start_readout_at_prior`) (a specialist's linear head).
+    # row v_k and its own bias b_k, started at the log-odds of its positive rate in the training split when fitting
+    # starts (:meth:`FaceInsight.start_readout_at_prior`). ``readout_start``: the rows start as the output head's
+    # Yes-minus-No row (``answer_row``) or at 0 (``zero``); docs/learning.md measures both.
     readout: Readout = "answer_words"
+    readout_start: ReadoutStart = "answer_row"
 
 
 class CharacteristicReadout(nn.Module):
-    """``readout: per_characteristic``: logit_k = v_k . h_k + b_k, one row and bias per characteristic, built from
-    the output head's Yes-minus-No row and bias (so as built it gives eq. 2's logits; fitting then starts the biases
-    at the priors, :meth:`FaceInsight.start_readout_at_prior`)."""
+    """``readout: per_characteristic``: logit_k = v_k . h_k + b_k, one row and bias per characteristic.
 
-    def __init__(self, answer_row: tuple[Tensor, Tensor], k: int) -> None:
+    Fitting starts the biases at the priors (:meth:`FaceInsight.start_readout_at_prior`). ``start="answer_row"``
+    starts every row and bias as the output head's Yes-minus-No row and bias (``answer_row``), so as built it gives
+    eq. 2's logits. ``start="zero"`` starts the rows at 0, so training starts at the priors exactly and the first
+    gradient of v_k is the covariance of label k with the image-dependent part of h_k (the prior cancels the constant
+    part): it stops the image's share of the characteristic tokens' state from collapsing in the first steps, but
+    the backbone gets no gradient until the rows grow (docs/learning.md measures both; big_vision's ViT has the same
+    option, ``head_zeroinit``).
+    """
+
+    def __init__(self, answer_row: tuple[Tensor, Tensor], k: int, start: ReadoutStart = "answer_row") -> None:
         super().__init__()
+        if start not in ("answer_row", "zero"):
+            raise ValueError(f"readout_start must be 'answer_row' or 'zero', got {start!r}")
         row, bias = answer_row
-        self.weight = nn.Parameter(row.detach().float().expand(k, -1).clone())
-        self.bias = nn.Parameter(bias.detach().float().expand(k).clone())
+        scale = 1.0 if start == "answer_row" else 0.0
+        self.weight = nn.Parameter(row.detach().float().expand(k, -1).clone() * scale)
+        self.bias = nn.Parameter(bias.detach().float().expand(k).clone() * scale)
 
     def forward(self, hidden: Tensor, which: Tensor | None = None) -> Tensor:
         """``[B, K, D] -> [B, K]``, or ``[N, D]`` rows of characteristics ``which`` ``[N]`` -> ``[N]``."""
@@ -143,7 +156,11 @@ class FaceInsight(nn.Module):
         self.register_buffer("answer_ids", answer_ids, persistent=False)
         if config.readout not in ("answer_words", "per_characteristic"):
             raise ValueError(f"readout must be 'answer_words' (eq. 2) or 'per_characteristic', got {config.readout!r}")
-        self.readout = CharacteristicReadout(self._answer_row(), k) if config.readout == "per_characteristic" else None
+        self.readout = (
+            CharacteristicReadout(self._answer_row(), k, config.readout_start)
+            if config.readout == "per_characteristic"
+            else None
+        )
 
     @staticmethod
     def _tokenize(tokenizer, config: FaceInsightConfig) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,0 +1,98 @@
+"""Linear probe on a frozen image encoder: what a classifier on E_i's own features reaches, the bar frozen FaceInsight
+should clear (issue 17, "the paper's regime works in miniature").
+
+    .venv/bin/python benchmarks/frozen_probe.py runs/pretrain/clip_celebamaskhq                  # celebahq64, test
+    .venv/bin/python benchmarks/frozen_probe.py runs/pretrain/clip_celebamaskhq --split val --json out.json
+
+The preset's data module (``-c``, default ``configs/celebahq64.yaml``) gives the images; the encoder is
+``ImageEncoder`` loaded ``from_pretrained`` from the folder and frozen, exactly as ``configs/frozen_celebahq64.yaml``
+loads it. Features are its patch tokens mean-pooled; the probe is ``faceinsight pretrain seg``'s (one L2-regularised
+logistic regression per characteristic by L-BFGS on standardised features, ``--l2`` fixed beforehand at that stage's
+default, not tuned), fitted on every training face and scored once on ``--split`` with the project's metrics, next to
+the majority-class baseline and the same probe on the encoder's untrained architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from faceinsight.cli import build
+from faceinsight.eval.metrics import DatasetMetrics
+from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig
+from faceinsight.train.pretrain.clip import positive_rates
+from faceinsight.train.pretrain.seg import fit_probe
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOWN = ("attributes/accuracy", "attributes/f1", "attributes/mAP")
+
+
+@torch.no_grad()
+def pooled(encoder: ImageEncoder, view: torch.utils.data.Dataset, name: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Mean-pooled tokens ``[N, D]`` of every face of ``view``, with its labels, label mask and ages."""
+    feats, labels, masks, ages = [], [], [], []
+    for batch in tqdm(DataLoader(view, batch_size=256), desc=f"encoding {name}", unit="batch"):
+        feats.append(encoder(batch["image"]).mean(1))
+        labels.append(batch["labels"])
+        masks.append(batch["label_mask"].bool())
+        ages.append(batch["age"])
+    return torch.cat(feats), torch.cat(labels), torch.cat(masks), torch.cat(ages)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("encoder", help="a from_pretrained folder of the image encoder (CLIP)")
+    parser.add_argument("-c", "--config", default=str(ROOT / "configs/celebahq64.yaml"))
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--l2", type=float, default=1e-3, help="the probe's L2 weight (pretrain seg's default)")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+
+    data = build(["-c", args.config, "--model.use_seg", "false", "--data.num_workers", "0"]).datamodule
+    data.setup("fit")
+    data.setup("test")
+    names = data.characteristics
+    prior = positive_rates(data)
+    torch.manual_seed(0)  # the untrained encoder's weights
+    encoders = {
+        "trained": ImageEncoder(ImageEncoderConfig(pretrained=args.encoder, trainable=False)),
+        "untrained": ImageEncoder(ImageEncoderConfig(pretrained=args.encoder, trainable=False), load_weights=False),
+    }
+    report: dict[str, dict] = {"split": args.split, "encoder": args.encoder, "l2": args.l2}
+    started = time.perf_counter()
+    for dataset, train_view, eval_view in zip(data.dataset_names, data.views("train"), data.views(args.split),
+                                              strict=True):  # fmt: skip
+        figures: dict[str, dict[str, float]] = {}
+        for label, encoder in encoders.items():
+            encoder.eval()
+            x, y, m, _ = pooled(encoder, train_view, f"{dataset} train ({label})")
+            probe = fit_probe(x, y, m, args.l2)
+            x, y, m, ages = pooled(encoder, eval_view, f"{dataset} {args.split} ({label})")
+            metrics = DatasetMetrics(eval_view.dataset.schema, names, torch.zeros(0, dtype=torch.bool))
+            probs = probe(x)
+            metrics.update(probs, probs >= 0.5, y, m, ages)
+            figures[label] = {k: float(v) for k, v in metrics.compute().items()}
+        metrics = DatasetMetrics(eval_view.dataset.schema, names, torch.zeros(0, dtype=torch.bool))
+        majority = prior.expand(len(y), -1)
+        metrics.update(majority, majority >= 0.5, y, m, ages)
+        figures["majority_baseline"] = {k: float(v) for k, v in metrics.compute().items()}
+        report[dataset] = figures
+        print(f"\n{dataset}, {args.split} split ({len(y)} faces), linear probe on mean-pooled E_i tokens")
+        print("| encoder | " + " | ".join(SHOWN) + " |\n|---|" + "---:|" * len(SHOWN))
+        for label, values in figures.items():
+            print(f"| {label} | " + " | ".join(f"{values.get(k, float('nan')):.4f}" for k in SHOWN) + " |")
+    report["seconds"] = time.perf_counter() - started
+    print(f"\n{report['seconds']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
