@@ -27,6 +27,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 from tqdm.auto import tqdm
 
 from faceinsight.data.base import FaceDataset, FaceSubset, OnError, Sample
+from faceinsight.data.cooccurrence import streamed_counts
 from faceinsight.vocab import SCHEMAS, Schema, union
 
 log = logging.getLogger(__name__)
@@ -494,6 +495,13 @@ class FaceDataModule(L.LightningDataModule):
             labels.append(y.float())
             masks.append(m.bool())
         return torch.cat(labels), torch.cat(masks)
+
+    def train_counts(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Co-occurrence counts ``m``, ``n``, ``known`` (int64 ``[K, K]``, eq. 5) of the whole training split: the
+        correlation module's statistics, counted dataset by dataset in chunks of rows
+        (:func:`~faceinsight.data.cooccurrence.streamed_counts`), never as one ``[N, K]`` matrix of the mix."""
+        views = tqdm(self.views("train"), desc="co-occurrence counts", unit="dataset")
+        return streamed_counts(((*v.dataset.label_arrays(), v.index) for v in views), len(self.characteristics))
 
     def setup(self, stage: str) -> None:
         if stage == "predict" and self.predict_images:
