@@ -19,8 +19,9 @@ What is real and what is not:
   The map cache is measured separately (``--maps``, on real maps; docs/scaling.md).
 * **The run** is Lightning's: ``Trainer.fit`` with ``FaceDataModule`` (the paper's six datasets, batch 4, 8 workers per
   rank, 224 px) and a ``SpecialistModule`` (a ResNet-18: the model is not what is measured), on CPU; several ranks run
-  under ``ddp_spawn`` with gloo, as one node's GPU processes would. Validation splits are indexed as in ``fit``, but the
-  sanity check is off and training stops at the first batch (before the model runs).
+  under ``ddp`` with gloo (Lightning starts this script again once per rank, as ``configs/paper.yaml``'s
+  ``DDPStrategy`` starts the CLI), as one node's GPU processes would. Validation splits are indexed as in ``fit``, but
+  the sanity check is off and training stops at the first batch (before the model runs).
 
 Per rank, the report gives: the peak resident memory (``ru_maxrss``); the time to index (``FaceDataModule.setup``) and
 its peak; the time and peak of the co-occurrence statistics (``FaceModule.setup``); the time and memory of the sampler
@@ -52,8 +53,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import psutil
+
+from faceinsight.data.module import DatasetSpec, FaceDataModule
+from faceinsight.train.specialist import SpecialistModule
 
 # The paper's six training sets at their released sizes (faces, all splits).
 SIZES = {
@@ -69,6 +74,7 @@ IMAGE_SIZES = {"celeba": (178, 218), "maad": (250, 300), "fairface": (224, 224),
                "rafdb": (100, 100), "expw": (320, 256)}  # fmt: skip
 LINKS_PER_IMAGE = 50_000  # ext4 allows 65,000 hard links to one file
 MIB = 2**20
+OUT_ENV = "FACEINSIGHT_DATA_SCALE_OUT"  # where the ranks write their figures
 
 
 # ----------------------------------------------------------------------------------------------- label files
@@ -253,8 +259,7 @@ _RANK: dict[str, Any] = {}
 
 
 def rank_state() -> tuple[Memory, dict[str, Any]]:
-    """This process's memory sampler and figures, made on first use in each rank (ddp_spawn pickles the module and
-    the data module into the ranks; a sampler thread does not pickle)."""
+    """This process's memory sampler and figures, made on first use in each rank."""
     if not _RANK:
         _RANK.update(memory=Memory(), figures={})
     return _RANK["memory"], _RANK["figures"]
@@ -284,78 +289,68 @@ def epoch_copy(views: list[Any], reply: Any) -> None:
     reply.send(((read - before) / MIB, (me.memory_full_info().uss - before) / MIB))
 
 
-def measured_module(base: type) -> type:
-    """``base`` (a FaceModule) that times its own ``setup`` and stops the run at the first training batch, writing
-    this rank's figures to ``<out>/rank<r>.json``."""
+class Probe(SpecialistModule):
+    """The model of the run: times its own ``setup`` (the statistics) and stops the run at the first training batch,
+    writing this rank's figures to ``<out>/rank<r>.json``."""
 
-    class Probe(base):  # type: ignore[misc, valid-type]
-        def setup(self, stage: str) -> None:
-            memory, figures = rank_state()
-            with memory.measure("statistics", figures):
-                super().setup(stage)
+    out = ""
 
-        def on_train_batch_start(self, batch: Any, batch_idx: int) -> int:
-            started = psutil.Process().create_time()
-            _, figures = rank_state()
-            figures["first_batch_s"] = round(time.time() - started, 2)
-            figures["first_batch_faces"] = int(batch["labels"].shape[0])
-            me = psutil.Process()
-            workers = [p for p in me.children(recursive=True)]
-            figures["pss_rank"] = pss(me) / MIB
-            figures["pss_workers"] = sum(pss(p) for p in workers) / MIB
-            figures["workers"] = len(workers)
-            if self.trainer.global_rank == 0:
-                context = mp.get_context("fork")
-                here, there = context.Pipe()
-                child = context.Process(target=epoch_copy, args=(self.trainer.datamodule.views("train"), there))
-                child.start()
-                figures["worker_epoch_copy"] = here.recv()
-                child.join()
-            figures["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            rank = self.trainer.global_rank
-            (Path(self.out) / f"rank{rank}.json").write_text(json.dumps(figures, indent=1))
-            return -1  # skip the rest of the epoch: the model never runs
+    def setup(self, stage: str) -> None:
+        memory, figures = rank_state()
+        with memory.measure("statistics", figures):
+            super().setup(stage)
 
-    return Probe
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int:
+        started = psutil.Process().create_time()
+        _, figures = rank_state()
+        figures["first_batch_s"] = round(time.time() - started, 2)
+        figures["first_batch_faces"] = int(batch["labels"].shape[0])
+        me = psutil.Process()
+        # DataLoader workers are forks of this rank; the other ranks, which rank 0 starts, have their own LOCAL_RANK.
+        workers = [p for p in me.children() if p.environ().get("LOCAL_RANK") == me.environ().get("LOCAL_RANK")]
+        figures["pss_rank"] = pss(me) / MIB
+        figures["pss_workers"] = sum(pss(p) for p in workers) / MIB
+        figures["workers"] = len(workers)
+        if self.trainer.global_rank == 0:
+            context = mp.get_context("fork")
+            here, there = context.Pipe()
+            child = context.Process(target=epoch_copy, args=(self.trainer.datamodule.views("train"), there))
+            child.start()
+            figures["worker_epoch_copy"] = here.recv()
+            child.join()
+        figures["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rank = self.trainer.global_rank
+        (Path(self.out) / f"rank{rank}.json").write_text(json.dumps(figures, indent=1))
+        return -1  # skip the rest of the epoch: the model never runs
 
 
-def measured_data(base: type) -> type:
-    """``base`` (FaceDataModule) that times indexing (``setup``) and building the training loader and its sampler."""
+class Data(FaceDataModule):
+    """The data module of the run: times indexing (``setup``) and building the training loader and its sampler."""
 
-    class Data(base):  # type: ignore[misc, valid-type]
-        def setup(self, stage: str) -> None:
-            memory, figures = rank_state()
-            with memory.measure("index", figures):
-                super().setup(stage)
-            figures["faces"] = {s: sum(len(v) for v in self.splits[s]) for s in self.splits}
+    def setup(self, stage: str) -> None:
+        memory, figures = rank_state()
+        with memory.measure("index", figures):
+            super().setup(stage)
+        figures["faces"] = {s: sum(len(v) for v in self.splits[s]) for s in self.splits}
 
-        def train_dataloader(self) -> Any:
-            memory, figures = rank_state()
-            with memory.measure("sampler", figures):
-                loader = super().train_dataloader()
-                next(iter(loader.sampler))  # the epoch's draws: computed in full when iteration starts
-            return loader
-
-    return Data
+    def train_dataloader(self) -> Any:
+        memory, figures = rank_state()
+        with memory.measure("sampler", figures):
+            loader = super().train_dataloader()
+            next(iter(loader.sampler))  # the epoch's draws: computed in full when iteration starts
+        return loader
 
 
 def run(roots: dict[str, str], ranks: int, out: Path, batch_size: int, num_workers: int, image_size: int) -> None:
     """``Trainer.fit`` up to the first batch with the paper's data section (``configs/paper.yaml``), images without
     parsing maps, on ``ranks`` CPU processes."""
-    import lightning as L
-
-    from faceinsight.data.module import DatasetSpec, FaceDataModule
-    from faceinsight.train.specialist import SpecialistModule
-
     specs = [DatasetSpec(kind=kind, root=root) for kind, root in roots.items()]
-    data = measured_data(FaceDataModule)(
-        specs, batch_size=batch_size, num_workers=num_workers, image_size=image_size, with_segmaps=False
-    )
-    model = measured_module(SpecialistModule)(characteristics=data.characteristics)
+    data = Data(specs, batch_size=batch_size, num_workers=num_workers, image_size=image_size, with_segmaps=False)
+    model = Probe(characteristics=data.characteristics)
     model.out = str(out)
     L.seed_everything(0)
     trainer = L.Trainer(
-        accelerator="cpu", devices=ranks, strategy="ddp_spawn" if ranks > 1 else "auto", max_epochs=1,
+        accelerator="cpu", devices=ranks, strategy="ddp" if ranks > 1 else "auto", max_epochs=1,
         num_sanity_val_steps=0, check_val_every_n_epoch=2, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
@@ -447,7 +442,11 @@ def main() -> None:
     start = time.perf_counter()
     roots = generate(folder, args.scale)
     print(f"datasets at {folder} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    if "LOCAL_RANK" in os.environ:  # ranks 1.. of a DDP run: Lightning started this script again, with OUT_ENV set
+        run(roots, args.ranks, Path(os.environ[OUT_ENV]), args.batch_size, args.num_workers, args.image_size)
+        return
     with tempfile.TemporaryDirectory() as out:
+        os.environ[OUT_ENV] = out
         run(roots, args.ranks, Path(out), args.batch_size, args.num_workers, args.image_size)
         results = [json.loads((Path(out) / f"rank{r}.json").read_text()) for r in range(args.ranks)]
     print(table(results, args.scale, args.ranks))
