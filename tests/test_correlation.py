@@ -1,15 +1,8 @@
 import pytest
 import torch
 
-from faceinsight.model.correlation import (
-    CooccurrenceStats,
-    CorrelationConfig,
-    CorrelationGCN,
-    binarize,
-    conditional_probability,
-    cooccurrence_counts,
-    reweight,
-)
+from faceinsight.data.cooccurrence import conditional_probability, cooccurrence_counts, streamed_counts
+from faceinsight.model.correlation import CooccurrenceStats, CorrelationConfig, CorrelationGCN, binarize, reweight
 
 
 def test_counts_only_use_samples_labelled_for_both():
@@ -74,3 +67,36 @@ def test_stats_roundtrip_and_graph_export():
     rate = other.positive_rate()
     expected = (labels * mask).sum(0) / mask.sum(0)
     torch.testing.assert_close(rate.float(), expected)
+
+
+def test_streamed_counts_equal_the_dense_counts_exactly(monkeypatch):
+    """Blocks of rows labelled for different characteristics (two datasets of a mix), counted in chunks of 7 rows,
+    give the integers of the dense float64 count over the whole placed matrix, missing labels included."""
+    import faceinsight.data.cooccurrence as cooccurrence
+
+    monkeypatch.setattr(cooccurrence, "CHUNK", 7)  # several chunks per block, the last one partial
+    generator = torch.Generator().manual_seed(0)
+    k = 9
+    blocks, placed_labels, placed_masks = [], [], []
+    for rows, index in ((40, torch.tensor([0, 3, 4, 8])), (23, torch.tensor([8, 1, 2, 3, 5, 6]))):
+        labels = (torch.rand(rows, len(index), generator=generator) > 0.6).float()
+        mask = torch.rand(rows, len(index), generator=generator) > 0.25
+        blocks.append((labels, mask, index))
+        full, full_mask = torch.zeros(rows, k), torch.zeros(rows, k, dtype=torch.bool)
+        full[:, index], full_mask[:, index] = labels, mask
+        placed_labels.append(full)
+        placed_masks.append(full_mask)
+    labels, mask = torch.cat(placed_labels), torch.cat(placed_masks)
+    m, n, known = cooccurrence.streamed_counts(blocks, k)
+    dense_m, dense_n = cooccurrence_counts(labels, mask)
+    assert m.dtype == torch.int64 and m.sum() > 0 and (n > m).any()
+    assert torch.equal(m.double(), dense_m) and torch.equal(n.double(), dense_n)
+    assert torch.equal(known.double(), mask.double().T @ mask.double())
+    stats = CooccurrenceStats([str(i) for i in range(k)])
+    stats.update(labels, mask)  # the whole matrix as one block: the same buffers as the blocks
+    assert torch.equal(stats.m, dense_m) and torch.equal(stats.n, dense_n)
+
+
+def test_streamed_counts_name_a_block_whose_shapes_disagree():
+    with pytest.raises(ValueError, match="differ"):
+        streamed_counts([(torch.zeros(3, 2), torch.ones(3, 2, dtype=torch.bool), torch.tensor([0, 1, 2]))], 4)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -228,10 +227,9 @@ def reduce_in_process(rank: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def test_dataset_metrics_are_reduced_over_processes(tmp_path):
+def test_dataset_metrics_are_reduced_over_processes(tmp_path, run_processes):
     """Every process computes the metrics of all faces: counts and sums are summed, scores concatenated, and so are
-    the per-rule violation rates and the age metrics (process 1 holds no face with an age in years). Spawned
-    processes: forking a process whose OpenMP threads are running (earlier tests) can deadlock the child."""
+    the per-rule violation rates and the age metrics (process 1 holds no face with an age in years)."""
     from faceinsight.data.synthface import SynthFace
     from faceinsight.eval.metrics import DatasetMetrics
     from faceinsight.vocab import SCHEMAS
@@ -248,16 +246,7 @@ def test_dataset_metrics_are_reduced_over_processes(tmp_path):
         "satisfied": torch.rand(n, len(hard), generator=generator) > 0.3,
     }  # fmt: skip
     torch.save({**data, "hard": hard}, tmp_path / "data.pt")
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=reduce_in_process, args=(rank, str(tmp_path))) for rank in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    for w in workers:
-        if w.is_alive():  # a collective one process never joined: the other waits forever
-            w.kill()
-    assert [w.exitcode for w in workers] == [0, 0]
+    run_processes(reduce_in_process, tmp_path)
 
     single = DatasetMetrics(SCHEMAS["synthface"], SCHEMAS["synthface"].characteristics, hard)
     single.update(**data)

@@ -71,3 +71,31 @@ def test_ddp_ranks_split_one_list():
 def test_unknown_draws_is_an_error():
     with pytest.raises(ValueError, match="draws must be"):
         WeightedDraws(torch.ones(3), 3, draws="sometimes")
+
+
+@pytest.mark.parametrize(("mix", "power"), [("equal", 0.0), ("sqrt", 0.5), ("size", 1.0)])
+def test_mix_shares_are_weight_times_size_to_the_power(mix, power):
+    """Each dataset's share of the face weights, and of an epoch's draws, is ``weight * N ** a`` normalised."""
+    from faceinsight.data.module import DatasetSpec, FaceDataModule
+
+    sizes, weights = (16, 144), (3.0, 1.0)
+    specs = [
+        DatasetSpec("synthface", weight=w, options={"num_train": n, "num_val": 2, "num_test": 2, "seed": i, "size": 16})
+        for i, (n, w) in enumerate(zip(sizes, weights, strict=True))
+    ]
+    dm = FaceDataModule(specs, with_segmaps=False, num_workers=0, mix=mix, samples_per_epoch=3200)
+    raw = [w * n**power for n, w in zip(sizes, weights, strict=True)]
+    expected = [r / sum(raw) for r in raw]
+    assert dm.dataset_shares() == pytest.approx(expected, rel=1e-12)
+    faces = dm.face_weights()
+    assert float(faces[: sizes[0]].sum()) == pytest.approx(expected[0], rel=1e-12)
+    assert float(faces.sum()) == pytest.approx(1.0, rel=1e-12)
+    drawn = torch.tensor(list(WeightedDraws(faces, 3200, seed=0)))
+    assert int((drawn < sizes[0]).sum()) == pytest.approx(3200 * expected[0], abs=1)  # balanced: floor or ceil
+
+
+def test_unknown_mix_is_an_error():
+    from faceinsight.data.module import FaceDataModule
+
+    with pytest.raises(ValueError, match="mix must be one of"):
+        FaceDataModule(mix="proportional")

@@ -16,7 +16,7 @@ from faceinsight.cli import run
 from faceinsight.data.base import FaceDataset, Sample
 from faceinsight.data.segmentation import NUM_CLASSES, SegmapCache, SegSource, make_source, miou, resize_maps
 from faceinsight.data.segmentation.base import CLASSES, hflip
-from faceinsight.data.segmentation.cache import cache_identity
+from faceinsight.data.segmentation.cache import cache_identity, shard
 from faceinsight.data.segmentation.landmarks import chains, split_cycle
 from faceinsight.data.segmentation.unet import FitConfig, UNetConfig, UNetSource, build_unet, fit, save_checkpoint
 from faceinsight.vocab import SCHEMAS
@@ -292,6 +292,47 @@ def test_cache_records_the_images_a_parser_found_no_face_in(tmp_path: Path, mixe
     loaded.path.with_suffix(".json").write_text(json.dumps(sidecar))  # type: ignore[union-attr]
     assert set(SegmapCache(tmp_path).load(dataset, DarkBlindSource(), size=8).missed or []) >= set(dark)
     assert cache.load(dataset, CountingSource(), size=8).missed is None  # a parser that cannot miss
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 17, 100])
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_shards_cover_every_row_once_in_order(n: int, world: int) -> None:
+    shards = [shard(n, rank, world) for rank in range(world)]
+    assert [i for s in shards for i in s] == list(range(n))
+    assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1
+
+
+def build_in_process(rank: int, folder: str) -> None:
+    """Process ``rank`` of 2 (gloo): opens the cache of 11 toy faces with a parser that misses the dark ones, and
+    writes how many maps it parsed and what it loaded to ``rank<r>.json``."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    try:
+        cache = SegmapCache(Path(folder) / "cache")
+        loaded = cache.load(ToyFaces(11), DarkBlindSource(), size=8, batch_size=2)
+        again = SegmapCache(Path(folder) / "cache").load(ToyFaces(11), DarkBlindSource(), size=8)  # a hit
+        result = {"built": cache.built, "missed": loaded.missed, "path": str(loaded.path), "again": again.missed,
+                  "same": bool(np.array_equal(loaded.maps, again.maps))}  # fmt: skip
+        Path(folder, f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_processes_build_one_cache_together(tmp_path: Path, run_processes) -> None:
+    """Two gloo processes parse 5 and 6 of 11 faces into one file, byte-identical to a single process's, with the
+    same missed faces; no temporary file is left."""
+    run_processes(build_in_process, tmp_path)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["built"] for r in ranks] == [5, 6]
+    single = SegmapCache(tmp_path / "single").load(ToyFaces(11), DarkBlindSource(), size=8, batch_size=2)
+    shared = Path(ranks[0]["path"])
+    assert ranks[1]["path"] == str(shared) and shared.read_bytes() == single.path.read_bytes()  # type: ignore[union-attr]
+    assert all(r["missed"] == r["again"] == single.missed for r in ranks) and single.missed
+    assert all(r["same"] for r in ranks)
+    meta = json.loads(shared.with_suffix(".json").read_text())
+    assert meta["processes"] == 2 and meta["missed_indices"] == single.missed
+    assert sorted(p.name for p in shared.parent.iterdir()) == sorted([shared.name, shared.with_suffix(".json").name])
 
 
 # -- the landmark parser on a real photo

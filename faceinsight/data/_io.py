@@ -480,6 +480,9 @@ class TableDataset(FaceDataset):
     def label_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(self._table.labels.copy()), torch.from_numpy(self._table.mask.copy())
 
+    def label_arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self._table.labels), torch.from_numpy(self._table.mask)
+
     def ages(self) -> torch.Tensor:
         return torch.from_numpy(self._table.ages.copy())
 

@@ -69,6 +69,11 @@ class FaceDataset(Dataset, ABC):
     def label_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All labels at once: float ``[N, k]`` in {0, 1} and bool mask ``[N, k]``, row i = item i."""
 
+    def label_arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`label_matrix` for reading only (the co-occurrence counts): datasets that hold their labels as
+        arrays return them without a copy."""
+        return self.label_matrix()
+
     def ages(self) -> torch.Tensor:
         """Ages in years, float ``[N]``, NaN where unknown. Datasets with ages override this."""
         return torch.full((len(self),), float("nan"))

@@ -27,6 +27,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 from tqdm.auto import tqdm
 
 from faceinsight.data.base import FaceDataset, FaceSubset, OnError, Sample
+from faceinsight.data.cooccurrence import streamed_counts
 from faceinsight.vocab import SCHEMAS, Schema, union
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class DatasetSpec:
     Attributes:
         kind: a key of ``faceinsight.vocab.SCHEMAS`` (``synthface``, ``celeba``, ``celebamaskhq``, ...).
         root: the dataset's folder in its native layout (unused for ``synthface``).
-        weight: share of this dataset in the training mix (normalised over datasets).
+        weight: share of this dataset in the training mix (normalised over datasets); under ``FaceDataModule``'s
+            ``mix: sqrt`` or ``size``, multiplied by the square root or the size of its training split first.
         segmaps: where parsing maps come from when the dataset has none of its own:
             ``"landmarks"``, ``"unet"``, ``"facer"`` (the paper's Pyfacer/FaRL parser; see
             ``faceinsight.data.segmentation``), or ``"dataset"`` to require its own.
@@ -275,6 +277,8 @@ def resize_segmap(segmap: Tensor, size: int) -> Tensor:
 
 
 Draws = Literal["balanced", "replacement"]
+Mix = Literal["equal", "sqrt", "size"]
+MIX_POWERS: dict[str, float] = {"equal": 0.0, "sqrt": 0.5, "size": 1.0}  # a in weight * N ** a
 
 
 def balanced_counts(expected: Tensor, generator: torch.Generator) -> Tensor:
@@ -361,6 +365,11 @@ class FaceDataModule(L.LightningDataModule):
         draws: how the training sampler draws them (:class:`WeightedDraws`): ``balanced`` (default; without
             replacement as far as the weights allow: one dataset alone is a permutation of it each epoch) or
             ``replacement`` (multinomial with replacement, this project's sampler before; for older figures).
+        mix: each dataset's share of an epoch, in proportion to its ``weight`` times ``N ** a``, ``N`` its training
+            split's size: ``equal`` (default, ``a = 0``: the weights alone, as before this option; one dataset alone
+            is unaffected), ``sqrt`` (``a = 0.5``: the tempered mix of ``configs/joint_real.yaml``) or ``size``
+            (``a = 1``: every face equally likely, so that an epoch of the default ``samples_per_epoch`` is one
+            pass over every face, as over the datasets concatenated; ``configs/paper.yaml``).
         with_segmaps: attach parsing maps (off when the model's segmentation modality is off).
         segmap_cache: folder of the on-disk cache of computed parsing maps.
         cache_samples: keep decoded samples in memory (for data that fits in RAM, such as SynthFace, whose
@@ -392,6 +401,7 @@ class FaceDataModule(L.LightningDataModule):
         image_size: int = 64,
         samples_per_epoch: int | None = None,
         draws: Draws = "balanced",
+        mix: Mix = "equal",
         with_segmaps: bool = True,
         segmap_cache: str = ".cache/segmaps",
         cache_samples: bool = False,
@@ -413,6 +423,9 @@ class FaceDataModule(L.LightningDataModule):
         self.image_size = image_size
         self.samples_per_epoch = samples_per_epoch
         self.draws = draws
+        if mix not in MIX_POWERS:
+            raise ValueError(f"mix must be one of {sorted(MIX_POWERS)}, got {mix!r}")
+        self.mix = mix
         self.with_segmaps = with_segmaps
         self.segmap_cache = segmap_cache
         self.cache_samples = cache_samples
@@ -495,6 +508,13 @@ class FaceDataModule(L.LightningDataModule):
             masks.append(m.bool())
         return torch.cat(labels), torch.cat(masks)
 
+    def train_counts(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Co-occurrence counts ``m``, ``n``, ``known`` (int64 ``[K, K]``, eq. 5) of the whole training split: the
+        correlation module's statistics, counted dataset by dataset in chunks of rows
+        (:func:`~faceinsight.data.cooccurrence.streamed_counts`), never as one ``[N, K]`` matrix of the mix."""
+        views = tqdm(self.views("train"), desc="co-occurrence counts", unit="dataset")
+        return streamed_counts(((*v.dataset.label_arrays(), v.index) for v in views), len(self.characteristics))
+
     def setup(self, stage: str) -> None:
         if stage == "predict" and self.predict_images:
             self.image_views()
@@ -515,12 +535,19 @@ class FaceDataModule(L.LightningDataModule):
             **kwargs,
         )
 
+    def dataset_shares(self) -> list[float]:
+        """Each dataset's share of a training epoch (summing to 1): ``weight * N ** a`` normalised, ``a`` set by
+        :attr:`mix` and ``N`` the dataset's training split size."""
+        power = MIX_POWERS[self.mix]
+        raw = [s.weight * len(v) ** power for s, v in zip(self.specs, self.views("train"), strict=True)]
+        return [r / sum(raw) for r in raw]
+
     def face_weights(self) -> Tensor:
-        """Each training face's share of the mix (float64, summing to 1): its dataset's normalised weight, shared
-        equally by the dataset's faces. The training sampler and the pretraining stages draw by it."""
+        """Each training face's share of the mix (float64, summing to 1): its dataset's share
+        (:meth:`dataset_shares`), shared equally by the dataset's faces. The training sampler and the pretraining
+        stages draw by it."""
         views = self.views("train")
-        total = sum(s.weight for s in self.specs)
-        shares = [s.weight / total / len(v) for s, v in zip(self.specs, views, strict=True)]
+        shares = [share / len(v) for share, v in zip(self.dataset_shares(), views, strict=True)]
         return torch.cat(
             [torch.full((len(v),), share, dtype=torch.float64) for v, share in zip(views, shares, strict=True)]
         )

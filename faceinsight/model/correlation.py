@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 
-from faceinsight.data.cooccurrence import conditional_probability, cooccurrence_counts
+from faceinsight.data.cooccurrence import conditional_probability, streamed_counts
 
 
 @dataclass
@@ -77,11 +77,14 @@ class CooccurrenceStats(nn.Module):
 
     def update(self, labels: Tensor, mask: Tensor) -> None:
         """Set the counts from the training split's labels ``[N, K]`` and mask ``[N, K]``."""
-        m, n = cooccurrence_counts(labels, mask)
-        known = mask.double()
-        self.m.copy_(m)
-        self.n.copy_(n)
-        self.known.copy_(known.T @ known)
+        index = torch.arange(labels.shape[-1])
+        self.set_counts(*streamed_counts([(labels.cpu(), mask.cpu(), index)], len(self.names)))
+
+    def set_counts(self, m: Tensor, n: Tensor, known: Tensor) -> None:
+        """Set the counts ``m``, ``n`` and ``known`` (``[K, K]`` integers, :func:`streamed_counts`); the buffers
+        stay float64, which holds every count below 2**53 exactly."""
+        for buffer, counts in (("m", m), ("n", n), ("known", known)):
+            getattr(self, buffer).copy_(counts)
 
     def positive_rate(self) -> Tensor:
         """Marginal P(y_k = 1) over the samples labelled for k (0.5 where none are)."""

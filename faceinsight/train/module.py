@@ -108,9 +108,10 @@ class FaceModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         dm = self._datamodule()
         if stage == "fit" and dm is not None and not self.model.stats.is_set:
-            labels, mask = dm.train_label_matrix()
-            self.model.stats.update(labels.to(self.device), mask.to(self.device))
-            log.info("co-occurrence statistics from %d training samples", labels.shape[0])
+            # Counted once, by global rank 0, and sent to the other processes (3 K x K integers): the same numbers.
+            counts = dm.train_counts() if self.trainer.is_global_zero else None
+            self.model.stats.set_counts(*self.trainer.strategy.broadcast(counts, src=0))
+            log.info("co-occurrence statistics from %d training samples", sum(len(v) for v in dm.views("train")))
             self.statistics_set()
 
     def statistics_set(self) -> None:

@@ -6,6 +6,12 @@ misses faces in tiny images), and a map drawn at full resolution and pooled keep
 on a downscaled image. The file is written under a temporary name and renamed when complete, so a killed run never
 leaves a partial cache that a later run would trust. For parsers that can miss a face (the landmark parser), the
 JSON sidecar records how many images had none (``faces_missed``) and which (``missed_indices``, dataset order).
+
+Under ``torch.distributed`` (DDP: every process opens the same datasets), the processes build a missing cache
+together: global rank 0 decides whether it is missing and creates the temporary file, each process parses its own
+contiguous share of the rows (:func:`shard`) into it, and rank 0 renames it into place once all have written theirs.
+So the parser runs once per image on the node, not once per process, and one temporary file is written, not one per
+process.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from faceinsight.data.base import FaceDataset, Sample
@@ -77,6 +84,38 @@ def _parse(source: SegSource, images: list[torch.Tensor], size: int) -> tuple[to
         maps.append(resize_maps(source(img[None]), size))
         missed += [j] if source.last_missed else []
     return torch.cat(maps), missed
+
+
+def shard(n: int, rank: int, world: int) -> range:
+    """The rows of ``n`` that process ``rank`` of ``world`` parses: contiguous, sizes differing by at most one, every
+    row in exactly one shard."""
+    return range(n * rank // world, n * (rank + 1) // world)
+
+
+def process_group() -> tuple[int, int]:
+    """(global rank, world size) of ``torch.distributed`` when it is initialised, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def from_rank0(value: Any) -> Any:
+    """Global rank 0's ``value`` on every process (itself without a process group)."""
+    if process_group()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gathered(value: Any) -> list[Any]:
+    """Every process's ``value``, in rank order (``[value]`` without a process group)."""
+    world = process_group()[1]
+    if world == 1:
+        return [value]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, value)
+    return out
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -133,6 +172,7 @@ class SegmapCache:
         if n == 0:
             return CachedMaps(np.zeros((0, size, size), np.uint8), [] if can_miss else None)
         expected, on_disk = n * size * size, path.stat().st_size if path.exists() else None
+        on_disk = from_rank0(on_disk)  # one decision for all processes: they build it together or all read it
         if on_disk == expected:
             log.info("segmap cache hit: %s (%s, %s, %d px)", path, dataset.name, source.name, size)
         else:
@@ -163,18 +203,27 @@ class SegmapCache:
         path: Path,
         identity: dict[str, Any],
     ) -> None:
-        n = len(dataset)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Parse every map into a temporary file and rename it into place; under ``torch.distributed`` each process
+        parses its :func:`shard` of the rows into the one file that global rank 0 created."""
+        n, (rank, world) = len(dataset), process_group()
+        rows = shard(n, rank, world)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-        log.info("building segmap cache %s: %d images of %s with %s at %d px", path, n, dataset.name, source.name, size)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+        if rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size)).flush()  # every process writes into it
+        tmp = from_rank0(tmp)
+        share = f", rows {rows.start}-{rows.stop - 1} on process {rank} of {world}" if world > 1 else ""
+        log.info("building segmap cache %s: %d images of %s with %s at %d px%s", path, n, dataset.name, source.name,
+                 size, share)  # fmt: skip
+        loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
         start = time.perf_counter()
         missed: list[int] = []
         try:
-            out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(n, size, size))
-            done = 0
+            out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(n, size, size))
+            done = rows.start
             # A landmark parser takes minutes on a large split: show it (tqdm writes to stderr, not the log).
-            with tqdm(total=n, desc=f"parsing maps: {dataset.name} ({source.name}, {size} px)", unit="img") as bar:
+            desc = f"parsing maps: {dataset.name} ({source.name}, {size} px{', process ' + str(rank) if share else ''})"
+            with tqdm(total=len(rows), desc=desc, unit="img") as bar:
                 for images in loader:
                     maps, batch_missed = _parse(source, images, size)
                     missed += [done + j for j in batch_missed]
@@ -186,13 +235,19 @@ class SegmapCache:
             del out
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            missed = sorted(i for part in gathered(missed) for i in part)  # also: every process has written its rows
             seconds = time.perf_counter() - start
             meta = {**identity, "seconds": round(seconds, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            if world > 1:
+                meta["processes"] = world
             if source.last_missed is not None:  # parsers that can fail to find a face (the landmark parser)
                 meta |= {"faces_missed": len(missed), "missed_indices": missed}
-            _write_json(path.with_suffix(".json"), meta)
-            os.replace(tmp, path)
+            if rank == 0:
+                _write_json(path.with_suffix(".json"), meta)
+                os.replace(tmp, path)
+            from_rank0(None)  # the others read the file once rank 0 has renamed it
         finally:
-            tmp.unlink(missing_ok=True)
+            if rank == 0:
+                tmp.unlink(missing_ok=True)
         missed = f", no face found in {meta['faces_missed']} of {n} images" if "faces_missed" in meta else ""
         log.info("segmap cache %s written in %.1f s%s", path, seconds, missed)
