@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from faceinsight.cli import build
+from faceinsight.model.faceinsight import FaceInsight
 
 ROOT = Path(__file__).resolve().parents[1]
 # tests/test_learning.py's miniature architecture at 32 px (kept in step with it by hand: a benchmark, not a test).
@@ -68,7 +69,8 @@ def main(argv: list[str]) -> None:
     module.model.stats.update(*data.train_label_matrix())
     if not args.no_prior:
         module.statistics_set()  # what fit does once the statistics are computed
-    model = getattr(module, "model", None)  # FaceInsight (the specialist has none of this)
+    model = getattr(module, "model", None)
+    model = model if isinstance(model, FaceInsight) else None  # the specialist has no characteristic tokens
     final: list[torch.Tensor] = []  # the LLM's final normalised states: what the readout reads
     if model is not None:
         model.llm.get_decoder().norm.register_forward_hook(lambda m, i, out: final.append(out))
