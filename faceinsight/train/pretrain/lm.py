@@ -67,6 +67,9 @@ class LMPretraining:
             questions are about what the caption does not say. Held-out documents always ask uniformly.
         answer_weight: the weight of each answer's first word ("yes", "no", "about", a letter) in the training loss,
             against 1 for every other token (the loss is their weighted mean): answers are a few tokens in a hundred.
+        text_share: the share of the other tokens (drawn anew each step) whose next-token loss a step computes; every
+            answer is always in. The output layer over 30,522 words is most of a step's cost, so 0.25 makes a step
+            about three times cheaper and weighs the answers 4 times more, the text's loss staying an unbiased sample.
         batch_size, epochs, max_steps: documents per step; passes over the training faces (a new document for a face
             each time it is drawn); ``max_steps`` stops earlier.
         lr, weight_decay, warmup: AdamW with a cosine schedule after a linear warm-up (share of the steps).
@@ -74,6 +77,8 @@ class LMPretraining:
         captions: how much each caption says.
         eval_split, eval_faces, eval_batch_size: the held-out documents: one per face of the split's first
             ``eval_faces`` faces (all when null).
+        eval_questions: question-answer pairs per held-out document (and per training document of the unigram
+            baseline), asked uniformly: fixed apart from ``questions`` so that the figures compare across settings.
         seed: seeds the weights, the draws and the documents.
     """
 
@@ -85,6 +90,7 @@ class LMPretraining:
     questions: int = 4
     stated_share: float | None = None
     answer_weight: float = 1.0
+    text_share: float = 1.0
     batch_size: int = 16
     epochs: int = 1
     max_steps: int | None = 300
@@ -96,6 +102,7 @@ class LMPretraining:
     eval_split: str = "val"
     eval_faces: int | None = 500
     eval_batch_size: int = 16
+    eval_questions: int = 4
     seed: int = 0
 
 
@@ -117,10 +124,16 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length:
 
 
 def documents(
-    faces: Sequence[FaceLabels], rng: np.random.Generator, config: LMPretraining, stated_share: float | None = None
+    faces: Sequence[FaceLabels],
+    rng: np.random.Generator,
+    config: LMPretraining,
+    stated_share: float | None = None,
+    questions: int | None = None,
 ) -> list[Document]:
-    """One document per face, with ``config``'s questions and caption style; ``stated_share`` as ``qa_pairs``."""
-    return [write_document(face, rng, config.questions, config.captions, stated_share) for face in faces]
+    """One document per face in ``config``'s caption style, with ``questions`` question-answer pairs (default
+    ``config.questions``), ``stated_share`` as ``qa_pairs``."""
+    n = config.questions if questions is None else questions
+    return [write_document(face, rng, n, config.captions, stated_share) for face in faces]
 
 
 def train(
@@ -136,7 +149,7 @@ def train(
 
     def loss_of(draw: Tensor, rng: np.random.Generator) -> Tensor:
         docs = documents([faces[i] for i in draw.tolist()], rng, config, config.stated_share)
-        return training_loss(model, tokenizer, docs, config)
+        return training_loss(model, tokenizer, docs, config, rng)
 
     batches = common.weighted_batches(weights, config.batch_size, steps, config.seed)
     losses = common.run_steps(model, opt, schedule, batches, loss_of, steps, config.seed, "pretrain lm", progress)
@@ -152,27 +165,32 @@ def answer_targets(tokenizer: PreTrainedTokenizerBase, input_ids: Tensor) -> Ten
 
 
 def training_loss(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, docs: Sequence[Document], config: LMPretraining
-) -> Tensor:
-    """The training objective on a batch of documents: next-token cross-entropy, answers weighted by
-    ``config.answer_weight``."""
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, docs: Sequence[Document], config: LMPretraining,
+    rng: np.random.Generator,
+) -> Tensor:  # fmt: skip
+    """The training objective on a batch of documents: next-token cross-entropy on each answer's first word (weight
+    ``config.answer_weight``) and on a random ``config.text_share`` of the other tokens (drawn from ``rng``)."""
     batch = encode(tokenizer, [d.text for d in docs], config.max_length)
-    if config.answer_weight == 1.0:
+    if config.answer_weight == 1.0 and config.text_share == 1.0:
         return next_token_loss(model, **batch)
-    weights = 1.0 + (config.answer_weight - 1.0) * answer_targets(tokenizer, batch["input_ids"]).float()
-    return next_token_loss(model, **batch, weights=weights)
+    answers = answer_targets(tokenizer, batch["input_ids"])
+    targets = batch["attention_mask"][:, 1:].bool()
+    if config.text_share < 1.0:
+        targets &= answers | torch.from_numpy(rng.random(tuple(answers.shape)) < config.text_share)
+    weights = 1.0 + (config.answer_weight - 1.0) * answers.float()
+    return next_token_loss(model, **batch, weights=weights, targets=targets)
 
 
 def next_token_loss(
     model: LlamaForCausalLM, input_ids: Tensor, attention_mask: Tensor, reduction: str = "mean",
-    weights: Tensor | None = None,
+    weights: Tensor | None = None, targets: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
     """Next-token cross-entropy over every real token after the first (``LlamaForCausalLM``'s loss with padding
     labelled -100), with the output layer applied to those positions only: over a 30,522-word vocabulary it is most
-    of the cost, and a padded batch wastes a quarter of it on padding. ``weights`` (``[B, T-1]``, per target) make
-    the mean a weighted one."""
+    of the cost, and a padded batch wastes a quarter of it on padding. ``targets`` (``[B, T-1]`` bool, within the
+    real ones) narrows the positions further; ``weights`` (``[B, T-1]``) make the mean a weighted one."""
     hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
-    keep = attention_mask[:, 1:].bool()
+    keep = attention_mask[:, 1:].bool() if targets is None else targets & attention_mask[:, 1:].bool()
     logits = model.lm_head(hidden[keep]).float()
     if weights is None:
         return F.cross_entropy(logits, input_ids[:, 1:][keep], reduction=reduction)
@@ -267,10 +285,12 @@ def evaluate(
     """Perplexity of ``model`` on documents written from ``split``'s first ``eval_faces`` faces (seed-fixed), next to
     the same initial weights untrained and a unigram model of training documents; and its yes/no answers."""
     held_out = common.split_faces(data, split)[: config.eval_faces]
-    docs = documents(held_out, np.random.default_rng([config.seed, 2]), config)  # questions drawn uniformly
+    n = config.eval_questions  # questions drawn uniformly, as many whatever the training documents ask
+    docs = documents(held_out, np.random.default_rng([config.seed, 2]), config, questions=n)
     texts = [d.text for d in docs]
     train_faces = common.split_faces(data, "train")
-    train_docs = documents(train_faces[: max(len(held_out), 1000)], np.random.default_rng([config.seed, 3]), config)
+    first = train_faces[: max(len(held_out), 1000)]
+    train_docs = documents(first, np.random.default_rng([config.seed, 3]), config, questions=n)
     train_texts = [d.text for d in train_docs]
     initial = build_lm(config, tokenizer).eval()  # the same weights before training
     return {
@@ -329,7 +349,7 @@ def format_table(evaluation: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``faceinsight pretrain lm [-c overlay.yaml] [--max_steps N] [--out DIR] ...``: train, save, print the figures."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = common.parse(LMPretraining, argv, "faceinsight pretrain lm", __doc__.splitlines()[0])
+    config = common.parse(LMPretraining, argv, "faceinsight pretrain lm", __doc__.splitlines()[0], "lm")
     report = run(config)
     print(format_table(report["evaluation"]))
     s = report["seconds"]
