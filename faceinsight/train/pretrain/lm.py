@@ -11,8 +11,9 @@ language of face descriptions and to answer Yes/No from a description, the token
 Held-out perplexity (exp of the mean next-token NLL over every token after the first, the end token included) is
 reported on documents written from the validation split, next to the same model untrained and a unigram model of the
 training documents (add-one smoothed): how much of the text is predictable beyond word frequencies. Also reported: how
-often the model prefers the right one of "yes"/"no" after "Answer:" in those documents (the caption before often says
-it), next to always answering the more frequent one.
+often the model prefers the right one of "yes"/"no" after "Answer:" in those documents, next to always answering the
+more frequent one; over all answers, and apart for the questions whose answer the caption before states (does the LM
+read its context?) and the rest (what can be guessed from the question alone).
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class LMPretraining:
         answer_weight: the weight of each answer's first word ("yes", "no", "about", a letter) in the training loss,
             against 1 for every other token (the loss is their weighted mean): answers are a few tokens in a hundred.
         text_share: the share of the other tokens (drawn anew each step) whose next-token loss a step computes; every
-            answer is always in. The output layer over 30,522 words is most of a step's cost, so 0.25 makes a step
-            about three times cheaper and weighs the answers 4 times more, the text's loss staying an unbiased sample.
+            answer is always in. The output layer over 30,522 words is most of a step's cost: at 0.1 a step is about
+            3 times cheaper and weighs the answers 10 times more, the text's loss staying an unbiased sample.
         batch_size, epochs, max_steps: documents per step; passes over the training faces (a new document for a face
             each time it is drawn); ``max_steps`` stops earlier.
         lr, weight_decay, warmup: AdamW with a cosine schedule after a linear warm-up (share of the steps).
