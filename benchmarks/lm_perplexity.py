@@ -1,7 +1,8 @@
 """Perplexity of a saved ``faceinsight pretrain lm`` folder on any split, with the settings it was trained with.
 
 ``pretrain lm`` reports the validation split; this scores the test split (or any other) for the final figures, with
-the same documents, baselines and yes/no check (``faceinsight.train.pretrain.lm.evaluate``):
+the same documents, baselines and yes/no check (``faceinsight.train.pretrain.lm.evaluate``), the yes/no answers also
+apart for the questions whose answer the document's caption states and for the rest:
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/lm_perplexity.py runs/pretrain/lm_celebamaskhq --split test
 """

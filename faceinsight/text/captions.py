@@ -732,21 +732,83 @@ def questions(face: FaceLabels) -> list[QA]:
     return out
 
 
-def qa_pairs(face: FaceLabels, rng: np.random.Generator, n: int) -> list[QA]:
-    """``n`` of the face's questions (all when it has fewer), drawn at random without repeats."""
+def states(qa: QA, facts: Mapping[str, bool]) -> bool:
+    """Whether a caption stating ``facts`` (with what they imply, as ``Caption.facts`` records them) says the answer to
+    ``qa``: every fact the answer states is among them, with the same value. An age answered in years only (no age-bin
+    fact) is never stated."""
+    return bool(qa.facts) and all(facts.get(n) == v for n, v in qa.facts.items())
+
+
+def qa_pairs(
+    face: FaceLabels,
+    rng: np.random.Generator,
+    n: int,
+    stated: Mapping[str, bool] | None = None,
+    stated_share: float | None = None,
+) -> list[QA]:
+    """``n`` of the face's questions (all when it has fewer), drawn at random without repeats.
+
+    With ``stated_share``, each question is drawn from those whose answer ``stated`` (a caption's facts) says with
+    that probability, from the others otherwise (from whichever are left when one kind runs out): how often the LM is
+    asked to read its context rather than guess. None draws uniformly, as many of either as the face has."""
     pool = questions(face)
-    order = rng.permutation(len(pool))[:n]
-    return [pool[i] for i in order]
+    if stated_share is None:
+        return [pool[i] for i in rng.permutation(len(pool))[:n]]
+    pools: dict[bool, list[QA]] = {True: [], False: []}
+    for i in rng.permutation(len(pool)):
+        pools[states(pool[i], stated or {})].append(pool[i])
+    out: list[QA] = []
+    for _ in range(min(n, len(pool))):
+        kind = bool(rng.random() < stated_share)
+        out.append(pools[kind if pools[kind] else not kind].pop())
+    return out
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One question of a document: the characteristics its answer is about (the QA's facts), the answer, and whether
+    the caption before it states that answer."""
+
+    characteristics: tuple[str, ...]
+    answer: str
+    stated: bool
+
+    @property
+    def yes_no(self) -> bool:
+        return self.answer in ("Yes.", "No.")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A language-modelling document: its text, the caption it opens with and a record of each question asked."""
+
+    text: str
+    caption: Caption
+    asked: tuple[Asked, ...]
+
+
+def write_document(
+    face: FaceLabels,
+    rng: np.random.Generator,
+    n_questions: int = 4,
+    style: CaptionStyle | None = None,
+    stated_share: float | None = None,
+) -> Document:
+    """A caption, then ``n_questions`` question-answer pairs (``stated_share``: see :func:`qa_pairs`), with what each
+    question asks and whether the caption states its answer: the record a reading test needs without parsing text."""
+    said = caption(face, rng, style)
+    text, asked = said.text, []
+    for qa in qa_pairs(face, rng, n_questions, said.facts, stated_share):
+        text += f" Question: {qa.question} Answer: {qa.answer}"
+        asked.append(Asked(tuple(qa.facts), qa.answer, states(qa, said.facts)))
+    return Document(text, said, tuple(asked))
 
 
 def document(
     face: FaceLabels, rng: np.random.Generator, n_questions: int = 4, style: CaptionStyle | None = None
 ) -> str:
     """A face-description text for language modelling: a caption, then ``n_questions`` question-answer pairs."""
-    text = caption(face, rng, style).text
-    for qa in qa_pairs(face, rng, n_questions):
-        text += f" Question: {qa.question} Answer: {qa.answer}"
-    return text
+    return write_document(face, rng, n_questions, style).text
 
 
 def faces_of(names: Sequence[str], labels: Tensor, mask: Tensor, ages: Tensor | None = None) -> list[FaceLabels]:

@@ -51,7 +51,7 @@ def stage_config(stage: str, overlays: list[str]) -> Any:
     """The config the stage's own command would build from these ``-c`` overlays."""
     _, config_class = _load(stage)
     argv = [arg for path in overlays for arg in ("-c", path)]
-    return common.parse(config_class, argv, f"faceinsight pretrain {stage}", "")
+    return common.parse(config_class, argv, f"faceinsight pretrain {stage}", "", stage)
 
 
 def finished(out: Path, config: Any) -> dict[str, Any] | None:

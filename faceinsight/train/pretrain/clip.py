@@ -465,7 +465,7 @@ def run(config: ClipPretraining, progress: bool = True) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     """``faceinsight pretrain clip [-c overlay.yaml] [--epochs N] [--out DIR] ...``: train, save, print the table."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = common.parse(ClipPretraining, argv, "faceinsight pretrain clip", __doc__.splitlines()[0])
+    config = common.parse(ClipPretraining, argv, "faceinsight pretrain clip", __doc__.splitlines()[0], "clip")
     report = run(config)
     print(format_table(report["zero_shot"], report["untrained"]))
     s = report["seconds"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import lightning as L
 import numpy as np
 import torch
+import yaml
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -32,22 +34,51 @@ SYNTHFACE = DatasetSpec(
     options=dict(num_train=8000, num_val=1000, num_test=2000, seed=0, size=64, difficulty=0.5, label_noise=0.02),
 )
 REPORT = "pretraining.json"  # written into the output folder beside the weights
+# A shared overlay's per-stage sections: `lm: {max_steps: 1358}` is read by `pretrain lm` alone, over the top level.
+SECTIONS = ("clip", "seg", "lm")
 
 
 def default_datasets() -> list[DatasetSpec]:
     return [DatasetSpec(**asdict(SYNTHFACE))]
 
 
-def parse(config_class: type[T], argv: Sequence[str] | None, prog: str, description: str) -> T:
+def parse(
+    config_class: type[T], argv: Sequence[str] | None, prog: str, description: str, stage: str | None = None
+) -> T:
     """``config_class`` (a dataclass) from the command line: ``-c overlay.yaml`` (several compose), dotted overrides
-    (``--vision.hidden_size 64``, ``--datasets "[{kind: synthface}]"``), ``--print_config``."""
+    (``--vision.hidden_size 64``, ``--datasets "[{kind: synthface}]"``), ``--print_config``. An overlay's section
+    named ``stage`` (one of :data:`SECTIONS`) applies over its top level; the other stages' sections are skipped."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML overlay (several compose)")
     parser.add_class_arguments(config_class)
-    built = parser.instantiate(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))
+    words = list(sys.argv[1:] if argv is None else argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(1, len(words)):
+            if words[i - 1] in ("-c", "--config") and Path(words[i]).is_file():
+                words[i] = stage_overlay(words[i], stage, Path(tmp) / f"{i}.yaml")
+        built = parser.instantiate(parser.parse_args(words))
     return config_class(**{f.name: built[f.name] for f in fields(config_class)})  # type: ignore[arg-type]
+
+
+def stage_overlay(path: str, stage: str | None, out: Path) -> str:
+    """``path`` as ``stage`` reads it (the file itself when it has no sections, else a copy written to ``out``): the
+    top-level settings with the stage's own section merged over them, key by key, and no other stage's section."""
+    settings = yaml.safe_load(Path(path).read_text())
+    if not isinstance(settings, dict) or not any(k in SECTIONS for k in settings):
+        return path
+
+    def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+        both = {k: v for k, v in base.items() if k not in over}
+        for k, v in over.items():
+            both[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        return both
+
+    top = {k: v for k, v in settings.items() if k not in SECTIONS}
+    own = (settings.get(stage) or {}) if stage else {}
+    out.write_text(yaml.safe_dump(merge(top, own)))
+    return str(out)
 
 
 def open_data(

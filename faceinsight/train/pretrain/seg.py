@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     """``faceinsight pretrain seg [-c overlay.yaml] [--objective masked|caption] [--max_steps N] [--out DIR] ...``:
     train, save, probe, print the figures."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config = common.parse(SegPretraining, argv, "faceinsight pretrain seg", __doc__.splitlines()[0])
+    config = common.parse(SegPretraining, argv, "faceinsight pretrain seg", __doc__.splitlines()[0], "seg")
     report = run(config)
     if report["evaluation"] is not None:
         print(format_table(report["evaluation"]))
