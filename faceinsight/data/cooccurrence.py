@@ -1,9 +1,9 @@
 """Label co-occurrence in a training split (paper eq. 5): a statistic of the labels alone, so that data-side code
 (SynthFace's prior fit) and the correlation module (:mod:`faceinsight.model.correlation`) count it one way.
 
-:func:`cooccurrence_counts` counts a whole label matrix at once; :func:`streamed_counts` gives the same integers from
-blocks of rows (each dataset of a mix, its labels at its own characteristics' positions), in chunks of rows, so that
-3.7 M faces never stand as one ``[N, K]`` float64 matrix (docs/scaling.md).
+:func:`streamed_counts` counts blocks of rows (each dataset of a mix, its labels at its own characteristics'
+positions) in chunks of rows, so that 3.7 M faces never stand as one ``[N, K]`` float64 matrix (docs/scaling.md);
+:func:`cooccurrence_counts` is the same count of one whole label matrix.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ def cooccurrence_counts(labels: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         mask: ``[N, K]`` bool, True where the label is known.
 
     Returns:
+        float64 (counted by :func:`streamed_counts`, the matrix as one block):
         ``m [K, K]`` with ``m_ij`` = #samples labelled for i and j with both positive, and
         ``n [K, K]`` with ``n_ij`` = #samples labelled for i and j with i positive, so that
         ``P_ij = m_ij / n_ij`` is the conditional probability of eq. 5.
     """
-    y = (labels > 0.5) & mask
-    y, known = y.double(), mask.double()
-    return y.T @ y, y.T @ known
+    m, n, _ = streamed_counts([(labels, mask, torch.arange(labels.shape[-1]))], labels.shape[-1])
+    return m.double(), n.double()
 
 
 def streamed_counts(blocks: Iterable[tuple[Tensor, Tensor, Tensor]], k: int) -> tuple[Tensor, Tensor, Tensor]:
