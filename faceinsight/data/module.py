@@ -367,9 +367,10 @@ class FaceDataModule(L.LightningDataModule):
             ``replacement`` (multinomial with replacement, this project's sampler before; for older figures).
         mix: each dataset's share of an epoch, in proportion to its ``weight`` times ``N ** a``, ``N`` its training
             split's size: ``equal`` (default, ``a = 0``: the weights alone, as before this option; one dataset alone
-            is unaffected), ``sqrt`` (``a = 0.5``: the tempered mix of ``configs/joint_real.yaml``) or ``size``
+            is unaffected), ``sqrt`` (``a = 0.5``, the tempered mix of multilingual corpora) or ``size``
             (``a = 1``: every face equally likely, so that an epoch of the default ``samples_per_epoch`` is one
-            pass over every face, as over the datasets concatenated; ``configs/paper.yaml``).
+            pass over every face, as over the datasets concatenated; ``configs/paper.yaml``; with weights, passes per
+            dataset: ``configs/joint_real.yaml``).
         with_segmaps: attach parsing maps (off when the model's segmentation modality is off).
         segmap_cache: folder of the on-disk cache of computed parsing maps.
         cache_samples: keep decoded samples in memory (for data that fits in RAM, such as SynthFace, whose
