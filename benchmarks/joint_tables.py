@@ -92,11 +92,11 @@ def tables(records: list[dict]) -> str:
         single = [r["model"][dataset][f"{task}/{key}"] for r in groups[f"single {dataset}"]]
         if joint and single:
             test = step_test(single, joint, lower_is_better=key == "mae")
-            verdict = "helps" if test["delta"] > 0 else "hurts"
-            clear = abs(test["delta"]) > test["sd"]
+            verdict = "helps" if test["delta"] > 0 else "hurts" if test["delta"] < 0 else "neither helps nor hurts"
+            clear = abs(test["delta"]) > test["sd"]  # False when the std is NaN (one seed)
             lines.append(f"\nJoint minus single on {task} {key}: {test['delta']:+.4f} (better is positive; larger std "
                          f"{test['sd']:.4f}, Welch p = {test['p']:.2f}): training together {verdict} by this figure"
-                         f"{'' if clear else ', within one std'}.")  # fmt: skip
+                         f"{'' if clear else ', within one std (or one seed)'}.")  # fmt: skip
     seconds = {
         name: [r["seconds"] for r in records if r["setting"] == name]
         for name in dict.fromkeys(r["setting"] for r in records)
