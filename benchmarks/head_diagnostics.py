@@ -10,7 +10,10 @@ and over all pairs:
 
 * the cosine similarity of the tokens at each stage: T0 (text encoder), T_hat (after the GCN, eq. 8), A_t(T_hat)
   (the LLM's input), and the LLM's last hidden state at the token (averaged over images);
-* the correlation across images of the pair's logits on a batch of training faces.
+* the correlation across images of the pair's logits on a batch of training faces;
+* the participation ratio of the K characteristics' gradients with respect to E_i's tokens
+  (:func:`~faceinsight.eval.gradients.gradient_participation_ratio`, mean over the images): how many distinct
+  directions the characteristics teach the image encoder (1: all the same; a specialist's random linear head: many).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from faceinsight.cli import build
+from faceinsight.eval.gradients import gradient_participation_ratio
 
 PAIRS = [
     ("Male", "Female"),
@@ -76,6 +80,7 @@ def main(argv: list[str]) -> None:
         t_hat = model.gcn(t0, model.gcn.adjacency(model.stats)) if model.gcn is not None else t0
         tokens = model.characteristic_embeddings()
         logits = module.logits(batch)
+    ratio = gradient_participation_ratio(model, model.encode(batch["image"], batch.get("segmap")))
     report = {
         "checkpoint": args.ckpt_path or "initialisation",
         "token_cosine": {
@@ -86,6 +91,8 @@ def main(argv: list[str]) -> None:
         "logit_correlation_across_images": summary(torch.corrcoef(logits.T.double()), names),
         "logit_std_across_images": round(float(logits.std(0).mean()), 4),
         "logit_std_across_characteristics": round(float(logits.std(1).mean()), 4),
+        "gradient_participation_ratio": round(float(ratio.mean()), 2),
+        "characteristics": len(names),
     }
     print(json.dumps(report, indent=2))
 

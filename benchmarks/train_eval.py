@@ -41,6 +41,8 @@ VARIANTS: dict[str, list[str]] = {
     "answer_words": ["--model.readout", "answer_words"],  # eq. 2, where the preset departs from it
     "resnet18_ei_zero_start": ["-c", "configs/specialist_backbone.yaml", "--model.readout_start", "zero"],
     "zero_start": ["--model.readout_start", "zero"],
+    "resnet18_ei_random_start": ["-c", "configs/specialist_backbone.yaml", "--model.readout_start", "random"],
+    "random_start": ["--model.readout_start", "random"],
     "resnet18_ei_answer_words": ["-c", "configs/specialist_backbone.yaml", "--model.readout", "answer_words"],
     "before_issue17": ["--model.readout", "answer_words", "--data.draws", "replacement"],  # head and sampler before
 }

@@ -69,3 +69,18 @@ def test_rules_audit_command_on_real_celeba(shared_data, capsys):
     # Bald -> ~Bangs never fails in CelebA's first 20,000 rows; No_Beard -> ~5_o_Clock_Shadow often does.
     assert "Bald -> ~Bangs" in out and "No_Beard -> ~5_o_Clock_Shadow" in out
     assert "20000" in out
+
+
+def test_every_architecture_option_is_a_cli_option(capsys):
+    """Each ``FaceInsightConfig`` field is an argument of ``FaceInsightModule`` (so a YAML key and a
+    ``--model.<field>`` flag): ``readout_start`` once was not, and ``--model.readout_start`` was refused."""
+    import dataclasses
+    import inspect
+
+    from faceinsight.model.faceinsight import FaceInsightConfig
+    from faceinsight.train.faceinsight_module import FaceInsightModule
+
+    fields = {f.name for f in dataclasses.fields(FaceInsightConfig)}
+    assert fields <= set(inspect.signature(FaceInsightModule.__init__).parameters)
+    config = print_config(capsys, "-c", str(ROOT / "configs/celebahq64.yaml"), "--model.readout_start", "random")
+    assert config["model"]["readout_start"] == "random"

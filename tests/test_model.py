@@ -2,7 +2,9 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from faceinsight.eval.gradients import gradient_participation_ratio
 from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig
 from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, characteristic_attention_mask
 from faceinsight.vocab import SCHEMAS
@@ -182,3 +184,26 @@ def test_per_characteristic_readout_is_eq2_as_built_and_starts_at_the_priors(mod
         FaceInsight(FaceInsightConfig(readout="mean"), NAMES[:3])
     with pytest.raises(ValueError, match="readout_start must be"):
         FaceInsight(FaceInsightConfig(readout="per_characteristic", readout_start="ones"), NAMES[:3])
+
+
+def test_random_readout_start_gives_each_characteristic_its_own_gradient(model):
+    """``readout_start: random``: rows of the answer row's norm in independent directions, biases the answer bias.
+    With ``answer_row`` the characteristics' gradients to E_i's tokens are nearly one direction (the collapse of
+    docs/learning.md); random rows spread them over several."""
+    image, segmap = torch.rand(4, 3, 64, 64), torch.randint(0, 19, (4, 64, 64))
+    torch.manual_seed(0)
+    built = {}
+    for start in ("answer_row", "random"):
+        m = FaceInsight(FaceInsightConfig(readout="per_characteristic", readout_start=start), NAMES).eval()
+        m.load_state_dict(model.state_dict(), strict=False)
+        m.readout = type(m.readout)(m._answer_row(), len(NAMES), start)  # rows from the loaded output head
+        built[start] = m
+    row, bias = built["random"]._answer_row()
+    weight = built["random"].readout.weight.detach()
+    torch.testing.assert_close(weight.norm(dim=1), row.norm().expand(len(NAMES)))
+    torch.testing.assert_close(built["random"].readout.bias.detach(), bias.expand(len(NAMES)))
+    cos = F.normalize(weight, dim=1) @ F.normalize(weight, dim=1).T
+    assert cos[~torch.eye(len(NAMES), dtype=torch.bool)].abs().max() < 0.9  # no two rows alike
+    same, spread = (float(gradient_participation_ratio(built[s], built[s].encode(image, segmap)).mean())
+                    for s in ("answer_row", "random"))  # fmt: skip
+    assert same < 1.5 < 2 * same < spread, (same, spread)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from faceinsight.model.correlation import CorrelationConfig
 from faceinsight.model.encoders import ImageEncoderConfig, LLMConfig, SegEncoderConfig, TextEncoderConfig
-from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, Readout, Visual
+from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, Readout, ReadoutStart, Visual
 from faceinsight.text.captions import batch_captions
 from faceinsight.text.tokens import DESCRIBE_QUERY, text_ids, tokenize_captions
 from faceinsight.train.features import FeatureCache, FeatureEntry, StoreDtype, read_rows
@@ -51,6 +51,8 @@ class FaceInsightModule(FaceModule):
         describe_query: the request before a description, in training and in ``faceinsight describe``.
         readout: ``answer_words`` (eq. 2) or ``per_characteristic`` (a row and a bias per characteristic, the biases
             started at the training priors; a departure from the paper, ``FaceInsightConfig``, docs/learning.md).
+        readout_start: how the per-characteristic rows start: ``answer_row`` (eq. 2's Yes-minus-No row), ``zero`` or
+            ``random`` (``CharacteristicReadout``, docs/learning.md).
         feature_cache: compute E_i's (and E_s's, with ``use_seg``) outputs once per image when fit, validate or test
             starts, and train and evaluate from them (``faceinsight.train.features``, docs/feature_cache.md). Both
             encoders must be frozen (an error names the one that is not), and the data must have no random augmentation
@@ -79,6 +81,7 @@ class FaceInsightModule(FaceModule):
         decoding: Literal["threshold", "consistent"] = "threshold",
         query: str = "Analyze the facial features in this image.",
         readout: Readout = "answer_words",
+        readout_start: ReadoutStart = "answer_row",
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
@@ -102,6 +105,7 @@ class FaceInsightModule(FaceModule):
             use_correlation=use_correlation,
             query=query,
             readout=readout,
+            readout_start=readout_start,
         )
         self.model = FaceInsight(config, list(characteristics))
         tokenizer = self.model.tokenizer  # None on the meta device
