@@ -3,6 +3,11 @@ should clear (issue 17, "the paper's regime works in miniature").
 
     .venv/bin/python benchmarks/frozen_probe.py runs/pretrain/clip_celebamaskhq                  # celebahq64, test
     .venv/bin/python benchmarks/frozen_probe.py runs/pretrain/clip_celebamaskhq --split val --json out.json
+    .venv/bin/python benchmarks/frozen_probe.py <run>/checkpoints/last.ckpt     # the E_i a training run left
+
+The encoder is a ``from_pretrained`` folder or a ``faceinsight fit`` checkpoint (``.ckpt``) of FaceInsight or of the
+specialist: then the probe reads the E_i that run trained, which tells how good a backbone the run made apart from
+how well its head reads it (docs/learning.md, "Backbone against head").
 
 The preset's data module (``-c``, default ``configs/celebahq64.yaml``) gives the images; the encoder is
 ``ImageEncoder`` loaded ``from_pretrained`` from the folder and frozen, exactly as ``configs/frozen_celebahq64.yaml``
@@ -46,9 +51,31 @@ def pooled(encoder: ImageEncoder, view: torch.utils.data.Dataset, name: str) -> 
     return torch.cat(feats), torch.cat(labels), torch.cat(masks), torch.cat(ages)
 
 
+def encoders(source: str) -> dict[str, ImageEncoder]:
+    """The trained E_i of ``source`` (a ``from_pretrained`` folder, or a FaceInsight or specialist ``.ckpt``) and
+    the same architecture untrained, both frozen."""
+    if not source.endswith(".ckpt"):
+        config = ImageEncoderConfig(pretrained=source, trainable=False)
+        torch.manual_seed(0)  # the untrained encoder's weights
+        return {"trained": ImageEncoder(config), "untrained": ImageEncoder(config, load_weights=False)}
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    hp = state["hyper_parameters"]
+    if "backbone" in hp:  # the specialist: its timm backbone is E_i's feature map, pooled
+        config, prefix = ImageEncoderConfig(timm_model=hp["backbone"], arch=hp.get("arch") or {}), "model.backbone."
+        target = "features."
+    else:
+        config, prefix, target = ImageEncoderConfig(**hp["image_encoder"]), "model.image_encoder.", ""
+    config.pretrained, config.trainable = None, False
+    torch.manual_seed(0)
+    trained, untrained = ImageEncoder(config), ImageEncoder(config)
+    weights = {target + k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    trained.load_state_dict({k: v for k, v in weights.items() if not k.startswith("features.fc.")})
+    return {"trained": trained, "untrained": untrained}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("encoder", help="a from_pretrained folder of the image encoder (CLIP)")
+    parser.add_argument("encoder", help="a from_pretrained folder of E_i (CLIP), or a fit checkpoint (.ckpt)")
     parser.add_argument("-c", "--config", default=str(ROOT / "configs/celebahq64.yaml"))
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--l2", type=float, default=1e-3, help="the probe's L2 weight (pretrain seg's default)")
@@ -60,17 +87,13 @@ def main() -> None:
     data.setup("test")
     names = data.characteristics
     prior = positive_rates(data)
-    torch.manual_seed(0)  # the untrained encoder's weights
-    encoders = {
-        "trained": ImageEncoder(ImageEncoderConfig(pretrained=args.encoder, trainable=False)),
-        "untrained": ImageEncoder(ImageEncoderConfig(pretrained=args.encoder, trainable=False), load_weights=False),
-    }
+    built = encoders(args.encoder)
     report: dict[str, dict] = {"split": args.split, "encoder": args.encoder, "l2": args.l2}
     started = time.perf_counter()
     for dataset, train_view, eval_view in zip(data.dataset_names, data.views("train"), data.views(args.split),
                                               strict=True):  # fmt: skip
         figures: dict[str, dict[str, float]] = {}
-        for label, encoder in encoders.items():
+        for label, encoder in built.items():
             encoder.eval()
             x, y, m, _ = pooled(encoder, train_view, f"{dataset} train ({label})")
             probe = fit_probe(x, y, m, args.l2)
