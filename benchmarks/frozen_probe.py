@@ -10,11 +10,12 @@ specialist: then the probe reads the E_i that run trained, which tells how good 
 how well its head reads it (docs/learning.md, "Backbone against head").
 
 The preset's data module (``-c``, default ``configs/celebahq64.yaml``) gives the images; the encoder is
-``ImageEncoder`` loaded ``from_pretrained`` from the folder and frozen, exactly as ``configs/frozen_celebahq64.yaml``
-loads it. Features are its patch tokens mean-pooled; the probe is ``faceinsight pretrain seg``'s (one L2-regularised
-logistic regression per characteristic by L-BFGS on standardised features, ``--l2`` fixed beforehand at that stage's
-default, not tuned), fitted on every training face and scored once on ``--split`` with the project's metrics, next to
-the majority-class baseline and the same probe on the encoder's untrained architecture.
+``ImageEncoder``, frozen, loaded ``from_pretrained`` from a folder exactly as ``configs/frozen_celebahq64.yaml`` loads
+it, or given the checkpoint's E_i weights. Features are its patch tokens mean-pooled; the probe is ``faceinsight
+pretrain seg``'s (one L2-regularised logistic regression per characteristic by L-BFGS on standardised features,
+``--l2`` fixed beforehand at that stage's default, not tuned), fitted on every training face and scored once on
+``--split`` with the project's metrics, next to the majority-class baseline and the same probe on the encoder's
+untrained architecture.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def encoders(source: str) -> dict[str, ImageEncoder]:
     torch.manual_seed(0)
     trained, untrained = ImageEncoder(config), ImageEncoder(config)
     weights = {target + k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    trained.load_state_dict({k: v for k, v in weights.items() if not k.startswith("features.fc.")})
+    trained.load_state_dict(weights)
     return {"trained": trained, "untrained": untrained}
 
 

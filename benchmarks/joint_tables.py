@@ -45,7 +45,10 @@ def single_epochs() -> dict[str, int]:
     preset = yaml.safe_load((ROOT / JOINT).read_text())
     if preset["data"].get("mix") != "size":
         raise SystemExit(f"{JOINT}: the weights count passes only under data.mix: size")
-    return {d["kind"]: int(d.get("weight", 1)) for d in preset["data"]["datasets"]}
+    epochs = {d["kind"]: d.get("weight", 1) for d in preset["data"]["datasets"]}
+    if any(w != int(w) or w < 1 for w in epochs.values()):
+        raise SystemExit(f"{JOINT}: each weight must be a whole number of passes (>= 1), got {epochs}")
+    return {kind: int(w) for kind, w in epochs.items()}
 
 
 def cells(seeds: int, out: Path, extra: list[str]) -> list[Cell]:

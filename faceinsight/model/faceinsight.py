@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -95,12 +95,13 @@ class CharacteristicReadout(nn.Module):
 
     def __init__(self, answer_row: tuple[Tensor, Tensor], k: int, start: ReadoutStart = "answer_row") -> None:
         super().__init__()
-        if start not in ("answer_row", "zero", "random"):
-            raise ValueError(f"readout_start must be 'answer_row', 'zero' or 'random', got {start!r}")
+        if start not in get_args(ReadoutStart):
+            raise ValueError(f"readout_start must be one of {get_args(ReadoutStart)}, got {start!r}")
         row, bias = (t.detach().float() for t in answer_row)
-        weight = row.expand(k, -1).clone()
         if start == "random":
-            weight = F.normalize(torch.randn(weight.shape, device=row.device), dim=1) * row.norm()
+            weight = F.normalize(torch.randn(k, row.numel(), device=row.device), dim=1) * row.norm()
+        else:
+            weight = row.expand(k, -1).clone()
         scale = 0.0 if start == "zero" else 1.0
         self.weight = nn.Parameter(weight * scale)
         self.bias = nn.Parameter(bias.expand(k).clone() * scale)
