@@ -13,7 +13,13 @@ and over all pairs:
 * the correlation across images of the pair's logits on a batch of training faces;
 * the participation ratio of the K characteristics' gradients with respect to E_i's tokens
   (:func:`~faceinsight.eval.gradients.gradient_participation_ratio`, mean over the images): how many distinct
-  directions the characteristics teach the image encoder (1: all the same; a specialist's random linear head: many).
+  directions the characteristics teach the image encoder (1: all the same; a specialist's random linear head: many),
+  and the mean |cos| between them;
+* with ``--specialist <ckpt>`` (or ``init``: a fresh one, seed 0), the same two figures for a specialist's linear head,
+  whose gradients with respect to E_i's tokens are its rows.
+
+    .venv/bin/python benchmarks/head_diagnostics.py -c configs/celebahq64.yaml -c configs/specialist_backbone.yaml \
+        --images 32 --specialist init [--ckpt_path <ckpt>] [-- --model.readout_start random]
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from faceinsight.cli import build
-from faceinsight.eval.gradients import gradient_participation_ratio
+from faceinsight.eval.gradients import characteristic_gradients, mean_abs_cosine, participation_ratio
+from faceinsight.train.specialist import Specialist
 
 PAIRS = [
     ("Male", "Female"),
@@ -56,6 +63,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("-c", "--config", action="append", required=True)
     parser.add_argument("--ckpt_path", default=None)
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--specialist", help="a specialist's fit checkpoint, or 'init' for a fresh one (seed 0)")
     args, rest = parser.parse_known_args(argv)
     rest = [a for a in rest if a != "--"]
     words = [w for c in args.config for w in ("-c", c)] + ["--data.num_workers", "0"] + rest
@@ -80,7 +88,7 @@ def main(argv: list[str]) -> None:
         t_hat = model.gcn(t0, model.gcn.adjacency(model.stats)) if model.gcn is not None else t0
         tokens = model.characteristic_embeddings()
         logits = module.logits(batch)
-    ratio = gradient_participation_ratio(model, model.encode(batch["image"], batch.get("segmap")))
+    gradients = characteristic_gradients(model, model.encode(batch["image"], batch.get("segmap")))
     report = {
         "checkpoint": args.ckpt_path or "initialisation",
         "token_cosine": {
@@ -91,9 +99,23 @@ def main(argv: list[str]) -> None:
         "logit_correlation_across_images": summary(torch.corrcoef(logits.T.double()), names),
         "logit_std_across_images": round(float(logits.std(0).mean()), 4),
         "logit_std_across_characteristics": round(float(logits.std(1).mean()), 4),
-        "gradient_participation_ratio": round(float(ratio.mean()), 2),
+        "gradient_participation_ratio": round(float(participation_ratio(gradients).mean()), 2),
+        "gradient_mean_abs_cosine": round(float(mean_abs_cosine(gradients).mean()), 3),
         "characteristics": len(names),
     }
+    if args.specialist:
+        torch.manual_seed(0)
+        specialist = Specialist(names)
+        if args.specialist != "init":
+            state = torch.load(args.specialist, map_location="cpu", weights_only=False)["state_dict"]
+            own = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+            specialist.load_state_dict(own)
+        head = specialist.head.weight.detach()
+        report["specialist_head"] = {
+            "source": args.specialist,
+            "participation_ratio": round(float(participation_ratio(head)), 2),
+            "mean_abs_cosine": round(float(mean_abs_cosine(head)), 3),
+        }
     print(json.dumps(report, indent=2))
 
 
