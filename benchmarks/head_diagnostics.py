@@ -15,6 +15,11 @@ and over all pairs:
   (:func:`~faceinsight.eval.gradients.gradient_participation_ratio`, mean over the images): how many distinct
   directions the characteristics teach the image encoder (1: all the same; a specialist's random linear head: many),
   and the mean |cos| between them;
+* how many directions of variation across the images survive along the path from E_i to the answers: the
+  participation ratio of the centred ``[images, features]`` matrix at E_i's mean-pooled tokens, the image adapter's
+  output, the LLM's final normalised states at the characteristic tokens (the readout's input) and the logits, next to
+  the labels' (docs/learning.md, "The LLM's initial scale");
+* with ``readout: per_characteristic``, the participation ratio of the K readout rows;
 * with ``--specialist <ckpt>`` (or ``init``: a fresh one, seed 0), the same two figures for a specialist's linear head,
   whose gradients with respect to E_i's tokens are its rows.
 
@@ -58,6 +63,28 @@ def summary(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
     return out
 
 
+def path_variation(model, visual, labels: torch.Tensor) -> dict[str, float]:
+    """Participation ratio of the images' variation (centred ``[B, features]``) at each stage of the path."""
+    caught = {}
+    parts = {"image_adapter": model.image_adapter, "readout_input": model.llm.get_decoder().norm}
+    hooks = [
+        part.register_forward_hook(lambda m, args, out, name=name: caught.__setitem__(name, out))
+        for name, part in parts.items()
+    ]
+    with torch.no_grad():
+        logits = model(None, visual=visual)
+    for hook in hooks:
+        hook.remove()
+    stages = {"E_i_pooled": visual.image.mean(1), **caught, "logits": logits, "labels": labels.float()}
+    return {name: variation_ratio(x) for name, x in stages.items()}
+
+
+def variation_ratio(x: torch.Tensor) -> float:
+    """How many directions the rows of ``x`` ``[B, ...]`` vary in: the participation ratio of the centred rows."""
+    x = x.flatten(1)
+    return round(float(participation_ratio(x - x.mean(0))), 2)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", action="append", required=True)
@@ -88,7 +115,9 @@ def main(argv: list[str]) -> None:
         t_hat = model.gcn(t0, model.gcn.adjacency(model.stats)) if model.gcn is not None else t0
         tokens = model.characteristic_embeddings()
         logits = module.logits(batch)
-    gradients = characteristic_gradients(model, model.encode(batch["image"], batch.get("segmap")))
+    visual = model.encode(batch["image"], batch.get("segmap"))
+    gradients = characteristic_gradients(model, visual)
+    variation = path_variation(model, visual, batch["labels"])
     report = {
         "checkpoint": args.ckpt_path or "initialisation",
         "token_cosine": {
@@ -101,6 +130,10 @@ def main(argv: list[str]) -> None:
         "logit_std_across_characteristics": round(float(logits.std(1).mean()), 4),
         "gradient_participation_ratio": round(float(participation_ratio(gradients).mean()), 2),
         "gradient_mean_abs_cosine": round(float(mean_abs_cosine(gradients).mean()), 3),
+        "variation_participation_ratio": variation,
+        "readout_rows_participation_ratio": (
+            round(float(participation_ratio(model.readout.weight.detach())), 2) if model.readout is not None else None
+        ),
         "characteristics": len(names),
     }
     if args.specialist:
@@ -111,10 +144,16 @@ def main(argv: list[str]) -> None:
             own = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
             specialist.load_state_dict(own)
         head = specialist.head.weight.detach()
+        with torch.no_grad():
+            pooled = specialist.backbone(specialist.norm(batch["image"]))
         report["specialist_head"] = {
             "source": args.specialist,
             "participation_ratio": round(float(participation_ratio(head)), 2),
             "mean_abs_cosine": round(float(mean_abs_cosine(head)), 3),
+            "variation_participation_ratio": {
+                "pooled": variation_ratio(pooled),
+                "logits": variation_ratio(pooled @ head.T),
+            },
         }
     print(json.dumps(report, indent=2))
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(9.6, 4.0))
     table: dict[str, dict[int, float]] = {}
     for run in args.runs:
         label, _, folder = run.partition("=")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     ax.set_ylabel(args.metric)
     ax.set_title(args.title or args.metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: curves stay visible
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)

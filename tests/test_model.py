@@ -1,11 +1,13 @@
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from faceinsight.eval.gradients import gradient_participation_ratio
-from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig
+from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig, LLMConfig, build_llm
 from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, characteristic_attention_mask
 from faceinsight.vocab import SCHEMAS
 
@@ -207,3 +209,35 @@ def test_random_readout_start_gives_each_characteristic_its_own_gradient(model):
     same, spread = (float(gradient_participation_ratio(built[s], built[s].encode(image, segmap)).mean())
                     for s in ("answer_row", "random"))  # fmt: skip
     assert same < 1.5 < 2 * same < spread, (same, spread)
+
+
+@pytest.mark.parametrize("preset", ["celebahq64", "utkface", "expw", "joint_real"])
+def test_real_face_presets_start_the_llm_at_one_over_root_width(preset):
+    """The real-face presets set Llama's ``initializer_range`` to 1/sqrt(hidden_size) (docs/learning.md, "The LLM's
+    initial scale"), and the value reaches the built LLM's weights."""
+    root = Path(__file__).resolve().parents[1]
+    arch = yaml.safe_load((root / "configs" / f"{preset}.yaml").read_text())["model"]["llm"]["arch"]
+    assert arch["initializer_range"] == pytest.approx(arch["hidden_size"] ** -0.5, rel=1e-3)
+    torch.manual_seed(0)
+    llm, _ = build_llm(LLMConfig(arch=arch))
+    weight = llm.get_decoder().layers[0].self_attn.v_proj.weight
+    assert float(weight.std()) == pytest.approx(arch["initializer_range"], rel=0.05)
+
+
+def test_llm_initial_scale_sets_the_images_share_of_the_characteristic_states():
+    """With Llama's 0.02 at width 128 the image moves the state the readout reads by a few percent; at
+    1/sqrt(width) by several times more. That share is what E_i's gradient passes through (docs/learning.md)."""
+    image, segmap = torch.rand(8, 3, 64, 64), torch.randint(0, 19, (8, 64, 64))
+    share = {}
+    for scale in (0.02, 128**-0.5):
+        torch.manual_seed(0)
+        config = FaceInsightConfig(readout="per_characteristic", readout_start="random")
+        config.llm.arch = {**config.llm.arch, "initializer_range": scale}
+        m = FaceInsight(config, NAMES).eval()
+        caught: list[torch.Tensor] = []
+        m.llm.get_decoder().norm.register_forward_hook(lambda module, args, out, into=caught: into.append(out))
+        with torch.no_grad():
+            m(image, segmap)
+        state = caught[0]  # [B, K, D]: the normalised states the readout reads
+        share[scale] = float(state.std(0).pow(2).mean().sqrt() / state.pow(2).mean().sqrt())
+    assert share[128**-0.5] > 3 * share[0.02], share

@@ -194,3 +194,14 @@ def test_model_class_switches_from_the_command_line(capsys):
         run(["fit", "-c", str(ROOT / "configs/synthface.yaml"), *overlay("specialist"), "--model.use_seg", "true",
              "--print_config"])  # fmt: skip
     assert exit_info.value.code == 2
+
+
+def test_lr_scale_gives_each_named_part_its_own_learning_rate():
+    module = SpecialistModule(NAMES, lr=0.002, lr_scale={"head": 5.0})
+    groups = {g["name"]: g for g in module.make_optimizer().param_groups}
+    assert groups["head"]["lr"] == pytest.approx(0.01) and groups["backbone"]["lr"] == pytest.approx(0.002)
+    assert {id(p) for p in groups["head"]["params"]} == {id(p) for p in module.model.head.parameters()}
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(module.parameters()))  # each parameter once
+    assert len(SpecialistModule(NAMES).make_optimizer().param_groups) == 1  # unset: one group, as before the option
+    with pytest.raises(ValueError, match=r"lr_scale names \['adapter'\].*'backbone', 'head'"):
+        SpecialistModule(NAMES, lr_scale={"adapter": 2.0}).make_optimizer()

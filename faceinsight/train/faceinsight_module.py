@@ -42,6 +42,9 @@ class FaceInsightModule(FaceModule):
             shifts with each batch's dataset mix).
         decoding: ``threshold`` (P >= 0.5) or ``consistent`` (most probable assignment satisfying the hard rules).
         lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay.
+        lr_scale: a learning-rate multiplier per part of the model (``image_encoder``, ``seg_encoder``, ``llm``,
+            ``gcn``, ``image_adapter``, ``seg_adapter``, ``prompt_adapter``, ``readout``), 1 for a part not named;
+            unset, one learning rate for all (the paper's, and every figure before the option).
         metrics_file: where the test metrics are written as JSON (default: the logger's folder).
         caption_weight: weight of the caption loss added to eq. 4 (0: off). LLaVA's alignment stage: the LLM's
             next-token NLL of a caption written from the face's labels (``faceinsight.text.captions``, a new one each
@@ -85,6 +88,7 @@ class FaceInsightModule(FaceModule):
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
+        lr_scale: dict[str, float] | None = None,
         metrics_file: str | None = None,
         caption_weight: float = 0.0,
         describe_query: str = DESCRIBE_QUERY,

@@ -77,8 +77,8 @@ class SpecialistModule(FaceModule):
         backbone, arch, checkpoint, trainable: the timm backbone (:class:`Specialist`).
         rules: rule files for the consistency metric and consistent decoding, and for the logic loss if on.
         use_logic: False (default) is a plain specialist; True adds FaceInsight's logic loss (eq. 9).
-        logic_semantics, logic_weight, bce_reduction, decoding, lr, weight_decay, warmup_fraction, metrics_file:
-            as in :class:`~faceinsight.train.faceinsight_module.FaceInsightModule`.
+        logic_semantics, logic_weight, bce_reduction, decoding, lr, weight_decay, warmup_fraction, lr_scale,
+            metrics_file: as in :class:`~faceinsight.train.faceinsight_module.FaceInsightModule`.
     """
 
     def __init__(
@@ -97,6 +97,7 @@ class SpecialistModule(FaceModule):
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
+        lr_scale: dict[str, float] | None = None,
         metrics_file: str | None = None,
     ) -> None:
         super().__init__(characteristics, rules, use_logic, logic_semantics, bce_reduction, decoding, metrics_file)
