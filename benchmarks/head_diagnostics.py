@@ -63,8 +63,9 @@ def summary(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
     return out
 
 
-def path_variation(model, visual, labels: torch.Tensor) -> dict[str, float]:
-    """Participation ratio of the images' variation (centred ``[B, features]``) at each stage of the path."""
+def path_variation(model, visual, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The logits of ``visual``, and the participation ratio of the images' variation (centred ``[B, features]``) at
+    each stage of the path, caught by hooks on that one forward pass."""
     caught = {}
     parts = {"image_adapter": model.image_adapter, "readout_input": model.llm.get_decoder().norm}
     hooks = [
@@ -76,7 +77,7 @@ def path_variation(model, visual, labels: torch.Tensor) -> dict[str, float]:
     for hook in hooks:
         hook.remove()
     stages = {"E_i_pooled": visual.image.mean(1), **caught, "logits": logits, "labels": labels.float()}
-    return {name: variation_ratio(x) for name, x in stages.items()}
+    return logits, {name: variation_ratio(x) for name, x in stages.items()}
 
 
 def variation_ratio(x: torch.Tensor) -> float:
@@ -114,10 +115,9 @@ def main(argv: list[str]) -> None:
         t0 = model.prompt_embeddings
         t_hat = model.gcn(t0, model.gcn.adjacency(model.stats)) if model.gcn is not None else t0
         tokens = model.characteristic_embeddings()
-        logits = module.logits(batch)
-    visual = model.encode(batch["image"], batch.get("segmap"))
+        visual = model.encode(batch["image"], batch.get("segmap"))
+    logits, variation = path_variation(model, visual, batch["labels"])
     gradients = characteristic_gradients(model, visual)
-    variation = path_variation(model, visual, batch["labels"])
     report = {
         "checkpoint": args.ckpt_path or "initialisation",
         "token_cosine": {

@@ -211,12 +211,11 @@ def test_random_readout_start_gives_each_characteristic_its_own_gradient(model):
     assert same < 1.5 < 2 * same < spread, (same, spread)
 
 
-@pytest.mark.parametrize("preset", ["celebahq64"])
-def test_preset_starts_the_llm_at_one_over_root_width(preset):
+def test_celebahq64_starts_the_llm_at_one_over_root_width():
     """celebahq64 sets Llama's ``initializer_range`` to 1/sqrt(hidden_size) (docs/learning.md, "The LLM's initial
     scale"), and the value reaches the built LLM's weights."""
     root = Path(__file__).resolve().parents[1]
-    arch = yaml.safe_load((root / "configs" / f"{preset}.yaml").read_text())["model"]["llm"]["arch"]
+    arch = yaml.safe_load((root / "configs" / "celebahq64.yaml").read_text())["model"]["llm"]["arch"]
     assert arch["initializer_range"] == pytest.approx(arch["hidden_size"] ** -0.5, rel=1e-3)
     torch.manual_seed(0)
     llm, _ = build_llm(LLMConfig(arch=arch))

@@ -385,22 +385,20 @@ class FaceModule(L.LightningModule):
         (docs/results.md, "The main job"); the same update rule, float rounding aside.
         """
         lr = self.hparams.lr
+        params = [p for p in self.parameters() if p.requires_grad]
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
         scales = dict(self.hparams.get("lr_scale") or {})
-        parts = dict(self.model.named_children())
-        unknown = sorted(set(scales) - set(parts))
-        if unknown:
-            raise ValueError(f"lr_scale names {unknown}, which are not parts of the model; its parts: {sorted(parts)}")
-        groups: list[dict[str, Any]] = []
-        for name, part in parts.items() if scales else ():  # no scales: one group, as checkpoints before the option
-            params = [p for p in part.parameters() if p.requires_grad]
-            if params:
-                groups.append({"params": params, "lr": lr * scales.get(name, 1.0), "name": name})
-        seen = {id(p) for g in groups for p in g["params"]}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
-        if rest:
-            groups.append({"params": rest, "lr": lr, "name": "other"})
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=self.hparams.weight_decay, fused=fused)
+        if scales:  # unset: one group, as before the option (and as older checkpoints' optimiser states)
+            parts = dict(self.model.named_children())
+            unknown = sorted(set(scales) - set(parts))
+            if unknown:
+                raise ValueError(f"lr_scale names {unknown}, which are not parts of the model: {sorted(parts)}")
+            part_of = {id(p): name for name, part in parts.items() for p in part.parameters()}
+            by_part: dict[str, list[torch.nn.Parameter]] = {}
+            for p in params:
+                by_part.setdefault(part_of.get(id(p), "other"), []).append(p)
+            params = [{"params": ps, "lr": lr * scales.get(n, 1.0), "name": n} for n, ps in by_part.items()]
+        return torch.optim.AdamW(params, lr=lr, weight_decay=self.hparams.weight_decay, fused=fused)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.make_optimizer()
