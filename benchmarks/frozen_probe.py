@@ -15,7 +15,8 @@ it, or given the checkpoint's E_i weights. Features are its patch tokens mean-po
 pretrain seg``'s (one L2-regularised logistic regression per characteristic by L-BFGS on standardised features,
 ``--l2`` fixed beforehand at that stage's default, not tuned), fitted on every training face and scored once on
 ``--split`` with the project's metrics, next to the majority-class baseline and the same probe on the encoder's
-untrained architecture.
+untrained architecture. ``--json`` also gets each characteristic's accuracy and AP per encoder, to tell, attribute by
+attribute, what the backbone holds from what a run's head reads of it.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def main() -> None:
     for dataset, train_view, eval_view in zip(data.dataset_names, data.views("train"), data.views(args.split),
                                               strict=True):  # fmt: skip
         figures: dict[str, dict[str, float]] = {}
+        per_characteristic: dict[str, dict[str, dict[str, float]]] = {}
         for label, encoder in built.items():
             encoder.eval()
             x, y, m, _ = pooled(encoder, train_view, f"{dataset} train ({label})")
@@ -103,11 +105,12 @@ def main() -> None:
             probs = probe(x)
             metrics.update(probs, probs >= 0.5, y, m, ages)
             figures[label] = {k: float(v) for k, v in metrics.compute().items()}
+            per_characteristic[label] = metrics.per_characteristic()
         metrics = DatasetMetrics(eval_view.dataset.schema, names, torch.zeros(0, dtype=torch.bool))
         majority = prior.expand(len(y), -1)
         metrics.update(majority, majority >= 0.5, y, m, ages)
         figures["majority_baseline"] = {k: float(v) for k, v in metrics.compute().items()}
-        report[dataset] = figures
+        report[dataset] = {**figures, "per_characteristic": per_characteristic}
         print(f"\n{dataset}, {args.split} split ({len(y)} faces), linear probe on mean-pooled E_i tokens")
         print("| encoder | " + " | ".join(SHOWN) + " |\n|---|" + "---:|" * len(SHOWN))
         for label, values in figures.items():

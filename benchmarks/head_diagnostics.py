@@ -20,6 +20,8 @@ and over all pairs:
   output, the LLM's final normalised states at the characteristic tokens (the readout's input) and the logits, next to
   the labels' (docs/learning.md, "The LLM's initial scale");
 * with ``readout: per_characteristic``, the participation ratio of the K readout rows;
+* per LLM layer, the share of the characteristic tokens' attention on [BOS], E_i's tokens, E_s's tokens, the query
+  and themselves (:func:`~faceinsight.eval.attention.attention_shares`), next to each part's token count;
 * with ``--specialist <ckpt>`` (or ``init``: a fresh one, seed 0), the same two figures for a specialist's linear head,
   whose gradients with respect to E_i's tokens are its rows.
 
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from faceinsight.cli import build
+from faceinsight.eval.attention import attention_shares, prefix_segments
 from faceinsight.eval.gradients import characteristic_gradients, mean_abs_cosine, participation_ratio
 from faceinsight.train.specialist import Specialist
 
@@ -134,6 +137,11 @@ def main(argv: list[str]) -> None:
         "readout_rows_participation_ratio": (
             round(float(participation_ratio(model.readout.weight.detach())), 2) if model.readout is not None else None
         ),
+        "prefix_tokens": prefix_segments(model, visual),
+        "attention_shares": {
+            layer: {part: round(share, 4) for part, share in shares.items()}
+            for layer, shares in attention_shares(model, visual).items()
+        },
         "characteristics": len(names),
     }
     if args.specialist:

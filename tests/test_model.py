@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from faceinsight.eval.attention import attention_shares, prefix_segments
 from faceinsight.eval.gradients import gradient_participation_ratio
 from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig, LLMConfig, build_llm
 from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, characteristic_attention_mask
@@ -240,3 +241,27 @@ def test_llm_initial_scale_sets_the_images_share_of_the_characteristic_states():
         state = caught[0]  # [B, K, D]: the normalised states the readout reads
         share[scale] = float(state.std(0).pow(2).mean().sqrt() / state.pow(2).mean().sqrt())
     assert share[128**-0.5] > 3 * share[0.02], share
+
+
+def test_attention_shares_match_uniform_attention_by_hand(model):
+    """With the query projections zeroed every score is 0, so each characteristic token spreads its attention evenly
+    over the P prefix tokens and itself: each part's share is its token count over P + 1, in every layer. On the model
+    as built the shares differ from that, each layer's sum to 1, and the LLM's attention implementation is restored."""
+    image, segmap = torch.rand(2, 3, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    visual = model.encode(image, segmap)
+    counts = prefix_segments(model, visual)
+    assert counts["image"] > 0 and counts["seg"] > 0 and counts["query"] > 0
+    implementation = model.llm.config._attn_implementation
+    shares = attention_shares(model, visual)
+    assert model.llm.config._attn_implementation == implementation
+    assert len(shares) == model.llm.config.num_hidden_layers
+    for layer in shares.values():
+        assert sum(layer.values()) == pytest.approx(1.0, abs=1e-5)
+    flat = copy.deepcopy(model)
+    for layer in flat.llm.get_decoder().layers:
+        torch.nn.init.zeros_(layer.self_attn.q_proj.weight)
+    total = sum(counts.values()) + 1
+    expected = {**{name: n / total for name, n in counts.items()}, "self": 1 / total}
+    for layer in attention_shares(flat, visual).values():
+        assert layer == pytest.approx(expected, abs=1e-5)
+    assert shares["layer_0"] != pytest.approx(expected, abs=1e-3)

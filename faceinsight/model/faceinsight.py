@@ -224,17 +224,24 @@ class FaceInsight(nn.Module):
         ``visual``: the encoders' outputs for this batch (:meth:`encode`), e.g. from a frozen-feature cache; the
         image and map are then not read.
         """
+        inputs, mask, positions, p = self.characteristic_sequence(image, segmap, visual)
+        return self.answer_difference(self._decode(inputs, mask, positions, p))
+
+    def characteristic_sequence(
+        self, image: Tensor | None, segmap: Tensor | None = None, visual: Visual | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """The LLM's input for one pass over all K characteristics: the embeddings ``[B, P+K, D]`` (the prefix, then
+        the K characteristic tokens), the 4D attention mask, the position ids ``[B, P+K]`` (every characteristic at
+        position P) and the prefix length P."""
         llm_dtype = self.llm.dtype
         prefix = self._prefix(image, segmap, visual)
         b = prefix.shape[0]
         chars = self.characteristic_embeddings().to(llm_dtype).expand(b, -1, -1)
-
         p, k = prefix.shape[1], chars.shape[1]
         device = prefix.device
         mask = characteristic_attention_mask(p, k, llm_dtype, device).expand(b, -1, -1, -1)
         positions = torch.cat([torch.arange(p, device=device), torch.full((k,), p, device=device)])
-        hidden = self._decode(torch.cat([prefix, chars], dim=1), mask, positions.expand(b, -1), p)
-        return self.answer_difference(hidden)
+        return torch.cat([prefix, chars], dim=1), mask, positions.expand(b, -1), p
 
     def _decode(self, inputs: Tensor, mask: Tensor, positions: Tensor, p: int) -> Tensor:
         """The LLM's final hidden states at the characteristic tokens (positions ``p:``).
