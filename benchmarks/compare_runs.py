@@ -62,7 +62,8 @@ def main() -> None:
         for label, _ in others:
             diff = {n: columns[label][n] - base[n] for n in base}
             ranked = sorted(diff, key=diff.get)
-            shown = ranked[: args.top] + [n for n in ranked[::-1][: args.top] if n not in ranked[: args.top]][::-1]
+            # the most negative and the most positive, each once
+            shown = ranked[: args.top] + ranked[max(args.top, len(ranked) - args.top) :]
             print(f"\n## {dataset}: AP of {label} minus {reference}, mean over seeds "
                   f"(mAP difference {sum(diff.values()) / len(diff):+.4f})\n")  # fmt: skip
             header = ["characteristic", reference, *columns, "difference", "share of the mAP difference"]

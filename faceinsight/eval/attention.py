@@ -18,7 +18,7 @@ def prefix_segments(model: FaceInsight, visual: Visual) -> dict[str, int]:
     return {
         "bos": len(model.bos_ids),
         "image": visual.image.shape[1],
-        "seg": visual.seg.shape[1] if model.seg_adapter is not None and visual.seg is not None else 0,
+        "seg": visual.seg.shape[1] if model.seg_adapter is not None else 0,
         "query": len(model.query_ids),
     }
 
