@@ -144,6 +144,12 @@ def test_timm_image_encoder_reads_the_feature_map_as_tokens(stage, tokens, width
     maps = reference.forward_intermediates(pixels, indices=[stage], intermediates_only=True)[0]
     torch.testing.assert_close(out, maps.flatten(2).transpose(1, 2))
     torch.testing.assert_close(out[:, 1], maps[:, :, 0, 1])
+    # pooled_token: one more token, the map's mean over positions (what the specialist's linear head reads).
+    encoder.config.pooled_token = True
+    pooled = encoder(image)
+    assert pooled.shape == (2, tokens + 1, width)
+    torch.testing.assert_close(pooled[:, :tokens], out)
+    torch.testing.assert_close(pooled[:, -1], maps.mean((2, 3)))
 
 
 def test_faceinsight_trains_with_a_timm_image_encoder(faceinsight_resnet):

@@ -9,6 +9,7 @@ import torch
 from faceinsight.cli import run
 from faceinsight.tools.graph import load_graph
 from faceinsight.train.faceinsight_module import FaceInsightModule
+from faceinsight.train.module import unvalidated_tail
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "[{kind: synthface, options: {num_train: 48, num_val: 16, num_test: 16, size: 64}}]"
@@ -85,3 +86,15 @@ def test_predict_writes_one_line_per_face(tmp_path):
     for r in records:
         assert list(r["probabilities"]) == cli.model.model.characteristics
         assert r["positive"] == [n for n, p in r["probabilities"].items() if p >= 0.5]
+
+
+def test_validation_that_misses_the_end_of_an_epoch_is_reported(tmp_path):
+    # Lightning validates every N batches of an epoch and then not at its end: celebahq64's 339 batches at N = 85 leave
+    # steps 256-339 unvalidated, so the checkpoint picked on validation is step 255's.
+    message = unvalidated_tail(339, 85)
+    assert "last 84 steps" in message and "(3, 113)" in message
+    assert unvalidated_tail(339, 113) is None and unvalidated_tail(340, 85) is None
+    assert unvalidated_tail(339, float("inf")) is None
+    fit(tmp_path, "--trainer.val_check_interval", "2")  # 3 batches of 16: step 3 is never validated
+    warnings = json.loads((tmp_path / "metrics.json").read_text())["run"]["warnings"]
+    assert [w for w in warnings if "every 2 training batches of an epoch of 3, so the last 1 steps" in w]

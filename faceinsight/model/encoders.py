@@ -98,6 +98,9 @@ class ImageEncoderConfig:
     CLIP ones below), ``pretrained`` is a local timm weights file, and ``timm_stage`` picks the feature map: ``-1``,
     the last stage (the map the specialist pools: a ResNet-18 at 64 px gives 2x2 = 4 tokens of 512), ``-2`` the one
     before (4x4 = 16 tokens of 256), and so on.
+
+    ``pooled_token`` departs from LLaVA-1.5, which passes the patch tokens only: it appends their mean as one more
+    token, the feature a specialist's linear head reads (docs/learning.md, section 6). Off by default.
     """
 
     pretrained: str | None = None
@@ -111,6 +114,7 @@ class ImageEncoderConfig:
     trainable: bool = False
     timm_model: str | None = None
     timm_stage: int = -1
+    pooled_token: bool = False
 
 
 class ImageEncoder(nn.Module):
@@ -144,7 +148,14 @@ class ImageEncoder(nn.Module):
         return self.features.feature_info.channels()[-1] if self.config.timm_model else self.clip.config.hidden_size
 
     def forward(self, image: Tensor) -> Tensor:
-        """``image [B, 3, S, S]`` in [0, 1] -> ``[B, Nv, Dv]``."""
+        """``image [B, 3, S, S]`` in [0, 1] -> ``[B, Nv, Dv]``; with ``pooled_token`` the last of the Nv tokens is
+        the mean of the others."""
+        tokens = self._patch_tokens(image)
+        if self.config.pooled_token:
+            tokens = torch.cat([tokens, tokens.mean(1, keepdim=True)], dim=1)
+        return tokens
+
+    def _patch_tokens(self, image: Tensor) -> Tensor:
         if self.config.timm_model:
             pixels = self.norm(image).to(next(self.features.parameters()).dtype)
             return self.features(pixels)[-1].flatten(2).transpose(1, 2)

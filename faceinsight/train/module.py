@@ -143,6 +143,15 @@ class FaceModule(L.LightningModule):
             log.warning(message)
             self.warnings.append(message)
 
+    def on_train_start(self) -> None:
+        """Warn when validation never sees the end of an epoch (:func:`unvalidated_tail`)."""
+        trainer = self.trainer
+        if trainer.limit_val_batches == 0 or trainer.check_val_every_n_epoch is None:
+            return
+        message = unvalidated_tail(int(trainer.num_training_batches), trainer.val_check_batch)
+        if message:
+            self._warn(message)
+
     def on_validation_start(self) -> None:
         self._start_evaluation(with_baseline=False)
 
@@ -410,3 +419,28 @@ class FaceModule(L.LightningModule):
 # The split each trainer stage reads (predict encodes directly).
 SPLIT_OF_STAGE = {RunningStage.TRAINING: "train", RunningStage.SANITY_CHECKING: "val", RunningStage.VALIDATING: "val",
                   RunningStage.TESTING: "test"}  # fmt: skip
+
+
+def unvalidated_tail(batches: int, every: float) -> str | None:
+    """What to warn about when validation every ``every`` training batches of an epoch of ``batches`` misses the
+    epoch's last steps, else None.
+
+    Lightning validates at the batches whose index within the epoch is a multiple of ``val_check_batch`` and, in that
+    mode, not at the epoch's end: with ``--trainer.val_check_interval 85`` and celebahq64's 339 batches at batch size
+    64, the last 84 steps (the low-rate end of the cosine schedule) are never validated, and the checkpoint chosen on
+    validation, which the test scores, is the one of step 255. A float interval has the same problem when the epoch is
+    not a multiple of the batches it rounds to.
+    """
+    if not math.isfinite(every) or every <= 0 or batches <= 0:
+        return None
+    every = int(every)
+    left = batches % every
+    if left == 0 or every > batches:
+        return None
+    divisors = [d for d in range(2, batches // 2 + 1) if batches % d == 0][-3:]
+    return (
+        f"validation runs every {every} training batches of an epoch of {batches}, so the last {left} steps of each "
+        f"epoch are never validated and the checkpoint picked on validation is never the end of an epoch: pass "
+        f"--trainer.val_check_interval as a divisor of {batches} ({', '.join(map(str, divisors)) or 'none below it'}) "
+        f"or 1.0"
+    )
