@@ -148,7 +148,7 @@ class FaceModule(L.LightningModule):
         trainer = self.trainer
         if trainer.limit_val_batches == 0 or trainer.check_val_every_n_epoch is None:
             return
-        message = unvalidated_tail(int(trainer.num_training_batches), trainer.val_check_batch)
+        message = unvalidated_tail(trainer.num_training_batches, trainer.val_check_batch)
         if message:
             self._warn(message)
 
@@ -421,7 +421,7 @@ SPLIT_OF_STAGE = {RunningStage.TRAINING: "train", RunningStage.SANITY_CHECKING: 
                   RunningStage.TESTING: "test"}  # fmt: skip
 
 
-def unvalidated_tail(batches: int, every: float) -> str | None:
+def unvalidated_tail(batches: float, every: float) -> str | None:
     """What to warn about when validation every ``every`` training batches of an epoch of ``batches`` misses the
     epoch's last steps, else None.
 
@@ -431,11 +431,11 @@ def unvalidated_tail(batches: int, every: float) -> str | None:
     validation, which the test scores, is the one of step 255. A float interval has the same problem when the epoch is
     not a multiple of the batches it rounds to.
     """
-    if not math.isfinite(every) or every <= 0 or batches <= 0:
+    if not (math.isfinite(batches) and math.isfinite(every)) or not 0 < every <= batches:  # inf: an iterable dataset
         return None
-    every = int(every)
+    batches, every = int(batches), int(every)
     left = batches % every
-    if left == 0 or every > batches:
+    if left == 0:
         return None
     divisors = [d for d in range(2, batches // 2 + 1) if batches % d == 0][-3:]
     return (
