@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from faceinsight.cli import build
 from faceinsight.eval.attention import attention_shares, prefix_segments
 from faceinsight.eval.gradients import characteristic_gradients, mean_abs_cosine, participation_ratio
+from faceinsight.eval.hooks import caught_outputs
 from faceinsight.train.specialist import Specialist
 
 PAIRS = [
@@ -69,16 +70,9 @@ def summary(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
 def path_variation(model, visual, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """The logits of ``visual``, and the participation ratio of the images' variation (centred ``[B, features]``) at
     each stage of the path, caught by hooks on that one forward pass."""
-    caught = {}
     parts = {"image_adapter": model.image_adapter, "readout_input": model.llm.get_decoder().norm}
-    hooks = [
-        part.register_forward_hook(lambda m, args, out, name=name: caught.__setitem__(name, out))
-        for name, part in parts.items()
-    ]
-    with torch.no_grad():
+    with torch.no_grad(), caught_outputs(parts) as caught:
         logits = model(None, visual=visual)
-    for hook in hooks:
-        hook.remove()
     stages = {"E_i_pooled": visual.image.mean(1), **caught, "logits": logits, "labels": labels.float()}
     return logits, {name: variation_ratio(x) for name, x in stages.items()}
 

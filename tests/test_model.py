@@ -8,6 +8,7 @@ import yaml
 
 from faceinsight.eval.attention import attention_shares, prefix_segments
 from faceinsight.eval.gradients import gradient_participation_ratio
+from faceinsight.eval.hooks import caught_outputs
 from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig, LLMConfig, build_llm
 from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, characteristic_attention_mask
 from faceinsight.vocab import SCHEMAS
@@ -265,3 +266,14 @@ def test_attention_shares_match_uniform_attention_by_hand(model):
     for layer in attention_shares(flat, visual).values():
         assert layer == pytest.approx(expected, abs=1e-5)
     assert shares["layer_0"] != pytest.approx(expected, abs=1e-3)
+
+
+def test_caught_outputs_gives_each_parts_latest_output_and_removes_its_hooks():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    with caught_outputs({"first": net[0], "last": net[2]}) as caught:
+        net(torch.randn(5, 3))
+        out = net(x)
+        torch.testing.assert_close(caught["first"], net[0](x))
+        assert caught["last"] is out
+    assert all(not m._forward_hooks for m in net)

@@ -15,7 +15,9 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from faceinsight.cli import run
 from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig
 from faceinsight.train.faceinsight_module import FaceInsightModule
+from faceinsight.train.losses import masked_bce
 from faceinsight.train.specialist import Specialist, SpecialistModule
+from faceinsight.vocab import SCHEMAS
 
 TINY32 = "[{kind: synthface, options: {num_train: 48, num_val: 16, num_test: 16, size: 32}}]"
 PX32 = ["--data.datasets", TINY32, "--data.image_size", "32"]
@@ -61,6 +63,7 @@ def test_specialist_trains_through_the_cli_with_faceinsights_metrics(specialist,
     assert report["run"]["encoders"] == {"backbone": {"frozen": False, "source": "arch"}}
     assert report["run"]["loss"] == {
         "bce_reduction": "sum", "logic_weight": None, "logic_semantics": None, "caption_weight": 0.0,
+        "image_head_weight": 0.0,
     }  # fmt: skip
     assert report["modules"] == {"use_seg": False, "use_correlation": False, "use_logic": False}
     assert Path(cli.trainer.log_dir).parent.name == "specialist"  # the overlay's run folder
@@ -211,3 +214,42 @@ def test_lr_scale_gives_each_named_part_its_own_learning_rate():
     assert len(SpecialistModule(NAMES).make_optimizer().param_groups) == 1  # unset: one group, as before the option
     with pytest.raises(ValueError, match=r"lr_scale names \['adapter'\].*'backbone', 'head'"):
         SpecialistModule(NAMES, lr_scale={"adapter": 2.0}).make_optimizer()
+
+
+def test_image_head_adds_its_weighted_bce_and_teaches_only_the_image_encoder():
+    """``image_head_weight``: eq. 4 plus w times the masked BCE of a linear classifier on E_i's mean-pooled tokens,
+    computed here by hand; the answers are the model's own, the head's biases start at the priors, and its loss
+    reaches E_i and the head alone."""
+    names = list(SCHEMAS["synthface"].characteristics)
+    common = {"characteristics": names, "rules": [str(ROOT / "rules/celeba.rules")], "use_seg": False}
+    with pytest.raises(ValueError, match="E_i is frozen"):
+        FaceInsightModule(**common, image_head_weight=0.5)
+    encoder = ImageEncoderConfig(timm_model="resnet18", arch={}, trainable=True)
+    torch.manual_seed(0)
+    module = FaceInsightModule(**common, image_encoder=encoder, image_head_weight=0.5)
+    labels = (torch.rand(200, len(names)) > 0.7).float()
+    module.model.stats.update(labels, torch.ones_like(labels, dtype=torch.bool))
+    module.statistics_set()
+    rate = labels.mean(0).clamp(1e-4, 1 - 1e-4)
+    torch.testing.assert_close(module.model.image_head.bias.detach(), torch.log(rate / (1 - rate)))
+
+    n = 4
+    y = (torch.rand(n, len(names)) > 0.5).float()
+    mask = torch.rand(n, len(names)) > 0.2
+    batch = {"image": torch.rand(n, 3, 64, 64), "labels": y, "label_mask": mask}
+    module.train()
+    loss, parts, logits = module.losses(batch)
+    assert set(parts) == {"bce", "logic", "image_head"}
+    with torch.no_grad():
+        torch.testing.assert_close(logits, module.model(batch["image"]))  # the answers do not read the head
+        pooled = module.model.image_encoder(batch["image"]).mean(1)
+        p = torch.sigmoid(pooled @ module.model.image_head.weight.T + module.model.image_head.bias)
+        by_hand = (-(y * p.log() + (1 - y) * (1 - p).log()) * mask).sum(1).mean()
+        eq4 = masked_bce(logits, y, mask) + module.logic_loss(logits)
+    torch.testing.assert_close(parts["image_head"], by_hand)
+    torch.testing.assert_close(loss, eq4 + 0.5 * by_hand)
+
+    parts["image_head"].backward()
+    reached = {name for name, part in module.model.named_children()
+               if any(q.grad is not None and q.grad.abs().sum() > 0 for q in part.parameters())}  # fmt: skip
+    assert reached == {"image_encoder", "image_head"}

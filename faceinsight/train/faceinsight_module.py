@@ -18,6 +18,7 @@ from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, Readou
 from faceinsight.text.captions import batch_captions
 from faceinsight.text.tokens import DESCRIBE_QUERY, text_ids, tokenize_captions
 from faceinsight.train.features import FeatureCache, FeatureEntry, StoreDtype, read_rows
+from faceinsight.train.losses import masked_bce
 from faceinsight.train.module import SPLIT_OF_STAGE, FaceModule, Semantics
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ class FaceInsightModule(FaceModule):
             (there is none: the cache would be wrong with it). Predict encodes directly.
         feature_cache_dir: the cache's folder; an entry per (dataset, split) and everything its features depend on.
         feature_cache_dtype: ``float32`` (exact: the losses of an uncached run) or ``float16`` (half the disk).
+        image_head_weight: weight of an auxiliary loss added to eq. 4 (0: off, the paper's): the same BCE for a linear
+            classifier on E_i's mean-pooled tokens (``FaceInsightConfig.image_head``), so that an E_i trained from
+            scratch learns from the labels directly as well as through the head. The answers never read it. Logged
+            as ``image_head``; needs a trainable E_i (docs/learning.md, section 7).
     """
 
     eval_parts = ("caption",)
@@ -95,10 +100,13 @@ class FaceInsightModule(FaceModule):
         feature_cache: bool = False,
         feature_cache_dir: str = ".cache/features",
         feature_cache_dtype: StoreDtype = "float32",
+        image_head_weight: float = 0.0,
     ) -> None:
         super().__init__(characteristics, rules, use_logic, logic_semantics, bce_reduction, decoding, metrics_file)
         if caption_weight < 0:
             raise ValueError(f"caption_weight must be >= 0 (0: no caption loss), got {caption_weight}")
+        if image_head_weight < 0:
+            raise ValueError(f"image_head_weight must be >= 0 (0: no image head), got {image_head_weight}")
         config = FaceInsightConfig(
             image_encoder=image_encoder or ImageEncoderConfig(),
             seg_encoder=seg_encoder or SegEncoderConfig(),
@@ -110,7 +118,13 @@ class FaceInsightModule(FaceModule):
             query=query,
             readout=readout,
             readout_start=readout_start,
+            image_head=image_head_weight > 0,
         )
+        if image_head_weight > 0 and not config.image_encoder.trainable:
+            raise ValueError(
+                f"image_head_weight is {image_head_weight} but E_i is frozen: the image head would teach it nothing. "
+                "Pass --model.image_encoder.trainable true, or --model.image_head_weight 0"
+            )
         self.model = FaceInsight(config, list(characteristics))
         tokenizer = self.model.tokenizer  # None on the meta device
         ids = text_ids(tokenizer, describe_query) if tokenizer is not None else torch.zeros(0, dtype=torch.long)
@@ -188,14 +202,22 @@ class FaceInsightModule(FaceModule):
         return self.model(None, visual=self.visual(batch))
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """Eq. 4, plus ``caption_weight`` times the caption loss when it is on; the encoders run once for both."""
-        if not self.hparams.caption_weight:
+        """Eq. 4, plus ``caption_weight`` times the caption loss and ``image_head_weight`` times the image head's BCE
+        when they are on; the encoders run once for all."""
+        hp = self.hparams
+        if not hp.caption_weight and not hp.image_head_weight:
             return super().losses(batch)
         visual = self.visual(batch)
         logits = self.model(None, visual=visual)
         loss, parts = self.characteristic_losses(logits, batch)
-        parts["caption"] = self.caption_loss(visual, batch)
-        return loss + self.hparams.caption_weight * parts["caption"], parts, logits
+        if hp.caption_weight:
+            parts["caption"] = self.caption_loss(visual, batch)
+            loss = loss + hp.caption_weight * parts["caption"]
+        if hp.image_head_weight:
+            head = self.model.image_head_logits(visual)
+            parts["image_head"] = masked_bce(head, batch["labels"], batch["label_mask"], hp.bce_reduction)
+            loss = loss + hp.image_head_weight * parts["image_head"]
+        return loss, parts, logits
 
     def caption_loss(self, visual: Visual, batch: dict[str, Tensor]) -> Tensor:
         """The LLM's NLL of one caption per face written from its labels; the captions are seeded by the run's

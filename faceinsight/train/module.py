@@ -355,6 +355,7 @@ class FaceModule(L.LightningModule):
                 "logic_weight": self.hparams.logic_weight if self.logic_loss is not None else None,
                 "logic_semantics": self.hparams.logic_semantics if self.logic_loss is not None else None,
                 "caption_weight": self.hparams.get("caption_weight", 0.0),  # LLaVA's alignment loss (0: off)
+                "image_head_weight": self.hparams.get("image_head_weight", 0.0),  # E_i's direct supervision (0: off)
             },
             "rules": {
                 "source": self.rules_source,

@@ -1,0 +1,121 @@
+"""Where along FaceInsight's path a characteristic is lost: linear probes at each stage of a trained checkpoint.
+
+    .venv/bin/python benchmarks/path_probe.py -c configs/celebahq64.yaml -c configs/specialist_backbone.yaml \
+        --ckpt_path <run>/checkpoints/last.ckpt [--split test] [--json out.json] [-- <more fit arguments>]
+
+The head of a FaceInsight run reads some characteristics far worse than a linear probe on its own E_i does
+(docs/learning.md, section 5: Wearing_Hat 0.21 against 0.54). This fits the same L2-regularised logistic regression
+(``faceinsight pretrain seg``'s probe, ``--l2`` at its default, not tuned) on every training face at three points of
+the path and scores it on ``--split``, next to the run's own answers:
+
+* ``E_i``: E_i's tokens, mean-pooled (what the specialist's head reads);
+* ``adapter``: the image adapter's output, mean-pooled (the image tokens as the LLM gets them);
+* ``h_k``: the LLM's final normalised state at characteristic k's token, the readout's input, a probe per
+  characteristic on its own token;
+* ``head``: the run's answers.
+
+A probe at ``h_k`` well above the head says the readout is undertrained; ``adapter`` above ``h_k`` says the LLM's
+attention loses what the image tokens hold; ``E_i`` above ``adapter`` says the adapter does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from faceinsight.cli import build
+from faceinsight.eval.hooks import caught_outputs
+from faceinsight.eval.metrics import DatasetMetrics
+from faceinsight.train.pretrain.seg import fit_probe
+
+STAGES = ("E_i", "adapter", "h_k", "head")
+
+
+@torch.no_grad()
+def path_features(model, view, name: str, batch_size: int = 256) -> dict[str, Tensor]:
+    """Every face of ``view`` through ``model``: the three probed features, the logits, labels, mask and ages."""
+    parts = {"adapter": model.image_adapter, "h_k": model.llm.get_decoder().norm}
+    out: dict[str, list[Tensor]] = {k: [] for k in ("E_i", "adapter", "h_k", "logits", "labels", "mask", "ages")}
+    with caught_outputs(parts) as caught:
+        for batch in tqdm(DataLoader(view, batch_size=batch_size), desc=f"encoding {name}", unit="batch"):
+            visual = model.encode(batch["image"], batch.get("segmap"))
+            out["logits"].append(model(None, visual=visual))
+            out["E_i"].append(visual.image.mean(1))
+            out["adapter"].append(caught["adapter"].mean(1).float())
+            out["h_k"].append(caught["h_k"].float())  # [B, K, D]: the decoder norm runs on the K tokens only
+            out["labels"].append(batch["labels"])
+            out["mask"].append(batch["label_mask"].bool())
+            out["ages"].append(batch["age"])
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def probe_scores(train: dict[str, Tensor], test: dict[str, Tensor], l2: float) -> dict[str, Tensor]:
+    """Probabilities ``[N, K]`` on the test faces of each stage's probe, and the run's own."""
+    scores = {stage: fit_probe(train[stage], train["labels"], train["mask"], l2)(test[stage]) for stage in STAGES[:2]}
+    k = train["labels"].shape[1]
+    scores["h_k"] = torch.stack(
+        [
+            fit_probe(train["h_k"][:, j], train["labels"][:, j : j + 1], train["mask"][:, j : j + 1], l2)(
+                test["h_k"][:, j]
+            )[:, 0]
+            for j in tqdm(range(k), desc="probing h_k", unit="characteristic")
+        ],
+        dim=1,
+    )
+    scores["head"] = torch.sigmoid(test["logits"])
+    return scores
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", action="append", required=True)
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--l2", type=float, default=1e-3, help="the probe's L2 weight (pretrain seg's default)")
+    parser.add_argument("--show", type=int, default=8, help="characteristics shown: the head's largest shortfalls")
+    parser.add_argument("--json", help="write every characteristic's AP per stage here")
+    args, rest = parser.parse_known_args(argv)
+    rest = [a for a in rest if a != "--"]
+    cli = build([w for c in args.config for w in ("-c", c)] + ["--data.num_workers", "0"] + rest)
+    module, data = cli.model, cli.datamodule
+    state = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
+    module.on_load_checkpoint(state)
+    module.load_state_dict(state["state_dict"], strict=False)
+    data.setup("fit")
+    data.setup("test")
+    model = module.model.eval()
+    started = time.perf_counter()
+    report: dict[str, object] = {"checkpoint": args.ckpt_path, "split": args.split, "l2": args.l2}
+    for dataset, train_view, eval_view in zip(data.dataset_names, data.views("train"), data.views(args.split),
+                                              strict=True):  # fmt: skip
+        train = path_features(model, train_view, f"{dataset} train")
+        test = path_features(model, eval_view, f"{dataset} {args.split}")
+        aps, maps = {}, {}
+        for stage, probs in probe_scores(train, test, args.l2).items():
+            metrics = DatasetMetrics(eval_view.dataset.schema, model.characteristics, torch.zeros(0, dtype=torch.bool))
+            metrics.update(probs, probs >= 0.5, test["labels"], test["mask"], test["ages"])
+            maps[stage] = float(metrics.compute()["attributes/mAP"])
+            aps[stage] = {name: v["ap"] for name, v in metrics.per_characteristic().items()}
+        report[dataset] = {"mAP": maps, "AP": aps}
+        print(f"\n{dataset}, {args.split} split ({len(test['labels'])} faces): AP of a linear probe at each stage")
+        print("| characteristic | " + " | ".join(STAGES) + " |\n|---|" + "---:|" * len(STAGES))
+        shortfall = sorted(aps["head"], key=lambda n: aps["head"][n] - aps["E_i"][n])[: args.show]
+        for name in shortfall:
+            print(f"| {name} | " + " | ".join(f"{aps[s][name]:.3f}" for s in STAGES) + " |")
+        print("| **mAP** | " + " | ".join(f"{maps[s]:.4f}" for s in STAGES) + " |")
+    report["seconds"] = time.perf_counter() - started
+    print(f"\n{report['seconds']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
