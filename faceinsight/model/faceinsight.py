@@ -75,10 +75,11 @@ class FaceInsightConfig:
     # (``random``); docs/learning.md measures the three.
     readout: Readout = "answer_words"
     readout_start: ReadoutStart = "answer_row"
-    # image_head: a linear classifier on E_i's mean-pooled tokens, trained beside the answers (the module's
-    # ``image_head_weight``) so that a trainable E_i also learns from the labels directly, as the specialist's does.
-    # Training only: the answers never read it. Not in the paper, whose E_i comes pretrained (docs/learning.md).
-    image_head: bool = False
+    # image_head_weight > 0 builds ``image_head``, a linear classifier on E_i's mean-pooled tokens, whose BCE the
+    # training loss adds with this weight (FaceInsightModule), so that a trainable E_i also learns from the labels
+    # directly, as the specialist's does. Training only: the answers never read it. Not in the paper, whose E_i comes
+    # pretrained (docs/learning.md, section 7).
+    image_head_weight: float = 0.0
 
 
 class CharacteristicReadout(nn.Module):
@@ -174,7 +175,7 @@ class FaceInsight(nn.Module):
             if config.readout == "per_characteristic"
             else None
         )
-        self.image_head = nn.Linear(self.image_encoder.dim, k) if config.image_head else None
+        self.image_head = nn.Linear(self.image_encoder.dim, k) if config.image_head_weight > 0 else None
 
     @staticmethod
     def _tokenize(tokenizer, config: FaceInsightConfig) -> tuple[Tensor, Tensor, Tensor]:
@@ -303,16 +304,18 @@ class FaceInsight(nn.Module):
         share of the answers is pushed towards 0 (docs/learning.md). RetinaNet initialises its classifier's bias the
         same way (Lin et al., ICCV 2017). ``image_head``'s biases start the same way. Nothing happens with the paper's
         readout and no ``image_head``."""
+        heads = [head for head in (self.readout, self.image_head) if head is not None]
+        if not heads:
+            return
         rate = self.stats.positive_rate().float().clamp(1e-4, 1 - 1e-4)
         with torch.no_grad():
-            for head in (self.readout, self.image_head):
-                if head is not None:
-                    head.bias.copy_(torch.log(rate / (1 - rate)).to(head.bias.device))
+            for head in heads:
+                head.bias.copy_(torch.log(rate / (1 - rate)).to(head.bias.device))
 
     def image_head_logits(self, visual: Visual) -> Tensor:
         """``image_head``'s logits ``[B, K]`` from E_i's mean-pooled tokens: a training signal for E_i only."""
         if self.image_head is None:
-            raise RuntimeError("the model was built without image_head")
+            raise RuntimeError("the model was built without image_head (image_head_weight 0)")
         return self.image_head(visual.image.float().mean(1))
 
     def answer_difference(self, hidden: Tensor, which: Tensor | None = None) -> Tensor:

@@ -64,9 +64,9 @@ class FaceInsightModule(FaceModule):
         feature_cache_dir: the cache's folder; an entry per (dataset, split) and everything its features depend on.
         feature_cache_dtype: ``float32`` (exact: the losses of an uncached run) or ``float16`` (half the disk).
         image_head_weight: weight of an auxiliary loss added to eq. 4 (0: off, the paper's): the same BCE for a linear
-            classifier on E_i's mean-pooled tokens (``FaceInsightConfig.image_head``), so that an E_i trained from
-            scratch learns from the labels directly as well as through the head. The answers never read it. Logged
-            as ``image_head``; needs a trainable E_i (docs/learning.md, section 7).
+            classifier on E_i's mean-pooled tokens (``FaceInsight.image_head``, built when this is > 0), so that an
+            E_i trained from scratch learns from the labels directly as well as through the head. The answers never
+            read it. Logged as ``image_head``; needs a trainable E_i (docs/learning.md, section 7).
     """
 
     eval_parts = ("caption",)
@@ -118,7 +118,7 @@ class FaceInsightModule(FaceModule):
             query=query,
             readout=readout,
             readout_start=readout_start,
-            image_head=image_head_weight > 0,
+            image_head_weight=image_head_weight,
         )
         if image_head_weight > 0 and not config.image_encoder.trainable:
             raise ValueError(
