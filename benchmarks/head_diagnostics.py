@@ -95,9 +95,7 @@ def main(argv: list[str]) -> None:
     cli = build(words)
     module, data = cli.model, cli.datamodule
     if args.ckpt_path:
-        state = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
-        module.on_load_checkpoint(state)
-        module.load_state_dict(state["state_dict"], strict=False)
+        module.load_weights(args.ckpt_path)
     if not module.model.stats.is_set:
         labels, mask = data.train_label_matrix()
         module.model.stats.update(labels, mask)

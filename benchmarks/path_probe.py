@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from faceinsight.cli import build
 from faceinsight.eval.hooks import caught_outputs
-from faceinsight.eval.metrics import DatasetMetrics
+from faceinsight.eval.metrics import score_probabilities
 from faceinsight.train.pretrain.seg import fit_probe
 
 STAGES = ("E_i", "adapter", "h_k", "head")
@@ -86,9 +86,7 @@ def main(argv: list[str]) -> None:
     rest = [a for a in rest if a != "--"]
     cli = build([w for c in args.config for w in ("-c", c)] + ["--data.num_workers", "0"] + rest)
     module, data = cli.model, cli.datamodule
-    state = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
-    module.on_load_checkpoint(state)
-    module.load_state_dict(state["state_dict"], strict=False)
+    module.load_weights(args.ckpt_path)
     data.setup("fit")
     data.setup("test")
     model = module.model.eval()
@@ -100,10 +98,9 @@ def main(argv: list[str]) -> None:
         test = path_features(model, eval_view, f"{dataset} {args.split}")
         aps, maps = {}, {}
         for stage, probs in probe_scores(train, test, args.l2).items():
-            metrics = DatasetMetrics(eval_view.dataset.schema, model.characteristics, torch.zeros(0, dtype=torch.bool))
-            metrics.update(probs, probs >= 0.5, test["labels"], test["mask"], test["ages"])
-            maps[stage] = float(metrics.compute()["attributes/mAP"])
-            aps[stage] = {name: v["ap"] for name, v in metrics.per_characteristic().items()}
+            values, aps[stage] = score_probabilities(eval_view.dataset.schema, model.characteristics, probs,
+                                                     test["labels"], test["mask"], test["ages"])  # fmt: skip
+            maps[stage] = float(values["attributes/mAP"])
         report[dataset] = {"mAP": maps, "AP": aps}
         print(f"\n{dataset}, {args.split} split ({len(test['labels'])} faces): AP of a linear probe at each stage")
         print("| characteristic | " + " | ".join(STAGES) + " |\n|---|" + "---:|" * len(STAGES))

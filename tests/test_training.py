@@ -98,3 +98,17 @@ def test_validation_that_misses_the_end_of_an_epoch_is_reported(tmp_path):
     fit(tmp_path, "--trainer.val_check_interval", "2")  # 3 batches of 16: step 3 is never validated
     warnings = json.loads((tmp_path / "metrics.json").read_text())["run"]["warnings"]
     assert [w for w in warnings if "every 2 training batches of an epoch of 3, so the last 1 steps" in w]
+
+
+def test_load_weights_puts_a_fit_checkpoint_into_a_module_built_anew(tmp_path):
+    cli = fit(tmp_path)
+    path = cli.trainer.checkpoint_callback.best_model_path
+    restored = FaceInsightModule.load_from_checkpoint(path, map_location="cpu").eval()
+    torch.manual_seed(1)
+    fresh = FaceInsightModule(**restored.hparams).eval()
+    batch = next(iter(cli.datamodule.test_dataloader()[0]))
+    with torch.no_grad():
+        assert not torch.equal(fresh.predict_step(batch, 0)["probs"], restored.predict_step(batch, 0)["probs"])
+        fresh.load_weights(path)
+        assert torch.equal(fresh.predict_step(batch, 0)["probs"], restored.predict_step(batch, 0)["probs"])
+    assert fresh.model.stats.is_set and fresh.rules_source == "checkpoint"

@@ -187,6 +187,14 @@ class FaceModule(L.LightningModule):
             "fingerprints": fingerprints,
         }
 
+    def load_weights(self, path: str | Path) -> None:
+        """A fit checkpoint's weights, frozen backbones and rules into this module as it is built (the diagnostics'
+        way in, where ``load_from_checkpoint`` would rebuild it from the saved hyper-parameters). Keys one side lacks
+        are skipped, e.g. a training-only ``image_head``."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.on_load_checkpoint(state)
+        self.load_state_dict(state["state_dict"], strict=False)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("faceinsight")
         if saved is None:

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, PreTrainedTokenizerBase
 
 from faceinsight.data.module import DatasetSpec, FaceDataModule, ModelView, RowsOf
-from faceinsight.eval.metrics import DatasetMetrics
+from faceinsight.eval.metrics import score_probabilities
 from faceinsight.model.encoders import PACKAGED_MINILM, SegEncoder, SegEncoderConfig
 from faceinsight.text.captions import CaptionStyle, FaceLabels, caption, faces_of
 from faceinsight.train.pretrain import clip, common
@@ -341,9 +341,7 @@ def features(encoder: SegEncoder, maps: Tensor, batch_size: int = 512) -> Tensor
 def score(probs: Tensor, maps: MapSet, view: ModelView) -> tuple[dict[str, float], dict[str, float]]:
     """The project's metrics of one dataset (``faceinsight.eval.metrics``) for probabilities ``[N, K]``, and each binary
     attribute's AP."""
-    metrics = DatasetMetrics(view.dataset.schema, maps.names, torch.zeros(0, dtype=torch.bool))
-    metrics.update(probs, probs >= 0.5, maps.labels, maps.mask, maps.ages)
-    return metrics.compute(), {n: v["ap"] for n, v in metrics.per_characteristic().items()}
+    return score_probabilities(view.dataset.schema, maps.names, probs, maps.labels, maps.mask, maps.ages)
 
 
 def probe(
