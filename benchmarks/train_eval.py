@@ -26,6 +26,7 @@ from pathlib import Path
 from faceinsight.tools.ablate import SHOWN, Cell, run_cells, slug, summary_markdown, sweep_points
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_IMAGE_HEAD = ["--model.image_head_weight", "0"]
 # Named variants: CLI overrides on top of the config.
 VARIANTS: dict[str, list[str]] = {
     "full": [],
@@ -44,7 +45,9 @@ VARIANTS: dict[str, list[str]] = {
     "resnet18_ei_random_start": ["-c", "configs/specialist_backbone.yaml", "--model.readout_start", "random"],
     "random_start": ["--model.readout_start", "random"],
     "resnet18_ei_answer_words": ["-c", "configs/specialist_backbone.yaml", "--model.readout", "answer_words"],
-    "before_issue17": ["--model.readout", "answer_words", "--data.draws", "replacement"],  # head and sampler before
+    # eq. 2's head, the old sampler and no image head: the preset when issue 17 was filed
+    "before_issue17": ["--model.readout", "answer_words", "--data.draws", "replacement", *NO_IMAGE_HEAD],
+    "no_image_head": NO_IMAGE_HEAD,  # the paper's E_i training, where a preset adds the head
 }
 
 

@@ -49,6 +49,7 @@ def test_frozen_overlays_freeze_every_backbone_on_the_pretrained_folders(preset,
     assert model["seg_encoder"]["checkpoint"] == f"runs/pretrain/seg_{name}/model.safetensors"
     assert model["llm"]["pretrained"] == f"runs/pretrain/lm_{name}"
     assert model["feature_cache"] is True
+    assert model["image_head_weight"] == 0  # the module refuses an image head on a frozen E_i
     assert config["trainer"]["default_root_dir"] == f"runs/{preset}_frozen"
 
 

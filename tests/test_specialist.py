@@ -63,7 +63,7 @@ def test_specialist_trains_through_the_cli_with_faceinsights_metrics(specialist,
     assert report["run"]["encoders"] == {"backbone": {"frozen": False, "source": "arch"}}
     assert report["run"]["loss"] == {
         "bce_reduction": "sum", "logic_weight": None, "logic_semantics": None, "caption_weight": 0.0,
-        "image_head_weight": 0.0,
+        "image_head_weight": 0.0, "answers_train_image_encoder": True,
     }  # fmt: skip
     assert report["modules"] == {"use_seg": False, "use_correlation": False, "use_logic": False}
     assert Path(cli.trainer.log_dir).parent.name == "specialist"  # the overlay's run folder
@@ -253,3 +253,38 @@ def test_image_head_adds_its_weighted_bce_and_teaches_only_the_image_encoder():
     reached = {name for name, part in module.model.named_children()
                if any(q.grad is not None and q.grad.abs().sum() > 0 for q in part.parameters())}  # fmt: skip
     assert reached == {"image_encoder", "image_head"}
+
+
+def test_answers_stop_at_the_image_encoder_when_told():
+    """``answers_train_image_encoder false``: the answers' loss reaches every trainable part but E_i, the image head's
+    reaches E_i, and the answers are the same numbers as with the gradient on."""
+    names = list(SCHEMAS["synthface"].characteristics)
+    common = {"characteristics": names, "rules": [str(ROOT / "rules/celeba.rules")], "use_seg": False}
+    encoder = ImageEncoderConfig(timm_model="resnet18", arch={}, trainable=True)
+    with pytest.raises(ValueError, match="nothing would train E_i"):
+        FaceInsightModule(**common, image_encoder=encoder, answers_train_image_encoder=False)
+    torch.manual_seed(0)
+    module = FaceInsightModule(
+        **common, image_encoder=encoder, image_head_weight=1.0, answers_train_image_encoder=False
+    )
+    torch.manual_seed(0)
+    joined = FaceInsightModule(**common, image_encoder=encoder, image_head_weight=1.0)
+    joined.load_state_dict(module.state_dict())
+    image = torch.rand(2, 3, 64, 64)
+    module.train()
+    joined.train()
+    logits = module.model(image)
+    torch.testing.assert_close(logits, joined.model(image))
+
+    def reached(model: torch.nn.Module) -> set[str]:
+        return {name for name, part in model.named_children()
+                if any(q.grad is not None and q.grad.abs().sum() > 0 for q in part.parameters())}  # fmt: skip
+
+    logits.sum().backward()
+    assert "image_encoder" not in reached(module.model)
+    assert {"image_adapter", "gcn"} <= reached(module.model)
+    joined.model(image).sum().backward()
+    assert "image_encoder" in reached(joined.model)  # the same loss reaches E_i when the gradient is on
+    module.zero_grad()
+    module.model.image_head_logits(module.model.encode(image)).sum().backward()
+    assert reached(module.model) == {"image_encoder", "image_head"}

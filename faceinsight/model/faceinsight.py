@@ -80,6 +80,11 @@ class FaceInsightConfig:
     # directly, as the specialist's does. Training only: the answers never read it. Not in the paper, whose E_i comes
     # pretrained (docs/learning.md, section 7).
     image_head_weight: float = 0.0
+    # False stops the answers' gradient at E_i's output (the adapter reads E_i's tokens detached), so that E_i learns
+    # from ``image_head`` alone, as a specialist's backbone does, and the path after it (adapters, LLM, GCN, readout)
+    # learns to read it: the paper's split into an E_i trained on faces before and a path trained on top, done in one
+    # run. Needs image_head_weight > 0 (docs/learning.md, section 8).
+    answers_train_image_encoder: bool = True
 
 
 class CharacteristicReadout(nn.Module):
@@ -351,9 +356,10 @@ class FaceInsight(nn.Module):
         llm_dtype = self.llm.dtype
         embed = self.llm.get_input_embeddings()
         b = visual.image.shape[0]
+        image = visual.image if self.config.answers_train_image_encoder else visual.image.detach()
         parts = [
             embed(self.bos_ids).expand(b, -1, -1),
-            self.image_adapter(visual.image.to(self.image_adapter[0].weight.dtype)),
+            self.image_adapter(image.to(self.image_adapter[0].weight.dtype)),
         ]
         if self.seg_adapter is not None:
             if visual.seg is None:

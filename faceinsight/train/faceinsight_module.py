@@ -67,6 +67,8 @@ class FaceInsightModule(FaceModule):
             classifier on E_i's mean-pooled tokens (``FaceInsight.image_head``, built when this is > 0), so that an
             E_i trained from scratch learns from the labels directly as well as through the head. The answers never
             read it. Logged as ``image_head``; needs a trainable E_i (docs/learning.md, section 7).
+        answers_train_image_encoder: false stops the answers' gradient at E_i's output, so that E_i learns from the
+            image head alone and the path after it learns to read it (needs image_head_weight > 0; section 8).
     """
 
     eval_parts = ("caption",)
@@ -101,6 +103,7 @@ class FaceInsightModule(FaceModule):
         feature_cache_dir: str = ".cache/features",
         feature_cache_dtype: StoreDtype = "float32",
         image_head_weight: float = 0.0,
+        answers_train_image_encoder: bool = True,
     ) -> None:
         super().__init__(characteristics, rules, use_logic, logic_semantics, bce_reduction, decoding, metrics_file)
         if caption_weight < 0:
@@ -119,7 +122,13 @@ class FaceInsightModule(FaceModule):
             readout=readout,
             readout_start=readout_start,
             image_head_weight=image_head_weight,
+            answers_train_image_encoder=answers_train_image_encoder,
         )
+        if not answers_train_image_encoder and not image_head_weight:
+            raise ValueError(
+                "answers_train_image_encoder is false but image_head_weight is 0: nothing would train E_i. "
+                "Pass --model.image_head_weight > 0, or --model.answers_train_image_encoder true"
+            )
         if image_head_weight > 0 and not config.image_encoder.trainable:
             raise ValueError(
                 f"image_head_weight is {image_head_weight} but E_i is frozen: the image head would teach it nothing. "

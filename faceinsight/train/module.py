@@ -364,6 +364,7 @@ class FaceModule(L.LightningModule):
                 "logic_semantics": self.hparams.logic_semantics if self.logic_loss is not None else None,
                 "caption_weight": self.hparams.get("caption_weight", 0.0),  # LLaVA's alignment loss (0: off)
                 "image_head_weight": self.hparams.get("image_head_weight", 0.0),  # E_i's direct supervision (0: off)
+                "answers_train_image_encoder": self.hparams.get("answers_train_image_encoder", True),
             },
             "rules": {
                 "source": self.rules_source,
