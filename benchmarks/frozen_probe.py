@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from faceinsight.cli import build
-from faceinsight.eval.metrics import DatasetMetrics
+from faceinsight.eval.metrics import score_probabilities
 from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig
 from faceinsight.train.pretrain.clip import positive_rates
 from faceinsight.train.pretrain.seg import fit_probe
@@ -101,15 +101,11 @@ def main() -> None:
             x, y, m, _ = pooled(encoder, train_view, f"{dataset} train ({label})")
             probe = fit_probe(x, y, m, args.l2)
             x, y, m, ages = pooled(encoder, eval_view, f"{dataset} {args.split} ({label})")
-            metrics = DatasetMetrics(eval_view.dataset.schema, names, torch.zeros(0, dtype=torch.bool))
-            probs = probe(x)
-            metrics.update(probs, probs >= 0.5, y, m, ages)
-            figures[label] = {k: float(v) for k, v in metrics.compute().items()}
-            per_characteristic[label] = metrics.per_characteristic()
-        metrics = DatasetMetrics(eval_view.dataset.schema, names, torch.zeros(0, dtype=torch.bool))
+            figures[label], per_characteristic[label] = score_probabilities(
+                eval_view.dataset.schema, names, probe(x), y, m, ages
+            )
         majority = prior.expand(len(y), -1)
-        metrics.update(majority, majority >= 0.5, y, m, ages)
-        figures["majority_baseline"] = {k: float(v) for k, v in metrics.compute().items()}
+        figures["majority_baseline"], _ = score_probabilities(eval_view.dataset.schema, names, majority, y, m, ages)
         report[dataset] = {**figures, "per_characteristic": per_characteristic}
         print(f"\n{dataset}, {args.split} split ({len(y)} faces), linear probe on mean-pooled E_i tokens")
         print("| encoder | " + " | ".join(SHOWN) + " |\n|---|" + "---:|" * len(SHOWN))

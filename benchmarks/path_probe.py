@@ -98,9 +98,10 @@ def main(argv: list[str]) -> None:
         test = path_features(model, eval_view, f"{dataset} {args.split}")
         aps, maps = {}, {}
         for stage, probs in probe_scores(train, test, args.l2).items():
-            values, aps[stage] = score_probabilities(eval_view.dataset.schema, model.characteristics, probs,
-                                                     test["labels"], test["mask"], test["ages"])  # fmt: skip
-            maps[stage] = float(values["attributes/mAP"])
+            values, per_characteristic = score_probabilities(eval_view.dataset.schema, model.characteristics, probs,
+                                                             test["labels"], test["mask"], test["ages"])  # fmt: skip
+            aps[stage] = {n: v["ap"] for n, v in per_characteristic.items()}
+            maps[stage] = values["attributes/mAP"]
         report[dataset] = {"mAP": maps, "AP": aps}
         print(f"\n{dataset}, {args.split} split ({len(test['labels'])} faces): AP of a linear probe at each stage")
         print("| characteristic | " + " | ".join(STAGES) + " |\n|---|" + "---:|" * len(STAGES))

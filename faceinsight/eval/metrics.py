@@ -281,9 +281,9 @@ class DatasetMetrics(torch.nn.Module):
 
 def score_probabilities(
     schema: Schema, names: Sequence[str], probs: Tensor, labels: Tensor, mask: Tensor, ages: Tensor
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """One dataset's metrics for probabilities ``[N, K]`` thresholded at 0.5, with no rules, and each binary
-    attribute's AP by name: how a linear probe is scored."""
+    attribute's accuracy and AP by name: how a linear probe (or a constant baseline) is scored."""
     metrics = DatasetMetrics(schema, list(names), torch.zeros(0, dtype=torch.bool))
     metrics.update(probs, probs >= 0.5, labels, mask, ages)
-    return metrics.compute(), {n: v["ap"] for n, v in metrics.per_characteristic().items()}
+    return metrics.compute(), metrics.per_characteristic()

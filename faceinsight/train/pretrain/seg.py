@@ -341,7 +341,10 @@ def features(encoder: SegEncoder, maps: Tensor, batch_size: int = 512) -> Tensor
 def score(probs: Tensor, maps: MapSet, view: ModelView) -> tuple[dict[str, float], dict[str, float]]:
     """The project's metrics of one dataset (``faceinsight.eval.metrics``) for probabilities ``[N, K]``, and each binary
     attribute's AP."""
-    return score_probabilities(view.dataset.schema, maps.names, probs, maps.labels, maps.mask, maps.ages)
+    values, per_characteristic = score_probabilities(
+        view.dataset.schema, maps.names, probs, maps.labels, maps.mask, maps.ages
+    )
+    return values, {n: v["ap"] for n, v in per_characteristic.items()}
 
 
 def probe(
