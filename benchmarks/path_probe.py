@@ -12,7 +12,11 @@ the path and scores it on ``--split``, next to the run's own answers:
 * ``adapter``: the image adapter's output, mean-pooled (the image tokens as the LLM gets them);
 * ``h_k``: the LLM's final normalised state at characteristic k's token, the readout's input, a probe per
   characteristic on its own token;
-* ``head``: the run's answers.
+* ``head``: the run's answers;
+* ``image_head``: the run's training-only linear head on E_i's pooled tokens, when it has one (``image_head_weight``
+  > 0): what a specialist's head reads off the E_i this run trained, with no fit of its own.
+
+``--heads_only`` scores the run's own answers and image head alone, without fitting a probe (seconds, not minutes).
 
 A probe at ``h_k`` well above the head says the readout is undertrained; ``adapter`` above ``h_k`` says the LLM's
 attention loses what the image tokens hold; ``E_i`` above ``adapter`` says the adapter does.
@@ -36,18 +40,23 @@ from faceinsight.eval.hooks import caught_outputs
 from faceinsight.eval.metrics import score_probabilities
 from faceinsight.train.pretrain.seg import fit_probe
 
-STAGES = ("E_i", "adapter", "h_k", "head")
+POOLED = ("E_i", "adapter")  # probed on mean-pooled tokens; h_k is probed per characteristic
 
 
 @torch.no_grad()
 def path_features(model, view, name: str, batch_size: int = 256) -> dict[str, Tensor]:
-    """Every face of ``view`` through ``model``: the three probed features, the logits, labels, mask and ages."""
+    """Every face of ``view`` through ``model``: the three probed features, the logits (and the image head's, when
+    the model has one), labels, mask and ages."""
     parts = {"adapter": model.image_adapter, "h_k": model.llm.get_decoder().norm}
     out: dict[str, list[Tensor]] = {k: [] for k in ("E_i", "adapter", "h_k", "logits", "labels", "mask", "ages")}
+    if model.image_head is not None:
+        out["image_head"] = []
     with caught_outputs(parts) as caught:
         for batch in tqdm(DataLoader(view, batch_size=batch_size), desc=f"encoding {name}", unit="batch"):
             visual = model.encode(batch["image"], batch.get("segmap"))
             out["logits"].append(model(None, visual=visual))
+            if model.image_head is not None:
+                out["image_head"].append(model.image_head_logits(visual))
             out["E_i"].append(visual.image.mean(1))
             out["adapter"].append(caught["adapter"].mean(1).float())
             out["h_k"].append(caught["h_k"].float())  # [B, K, D]: the decoder norm runs on the K tokens only
@@ -57,9 +66,17 @@ def path_features(model, view, name: str, batch_size: int = 256) -> dict[str, Te
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+def own_scores(test: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Probabilities ``[N, K]`` of the run's own answers and, when it has one, of its image head."""
+    scores = {"head": torch.sigmoid(test["logits"])}
+    if "image_head" in test:
+        scores["image_head"] = torch.sigmoid(test["image_head"])
+    return scores
+
+
 def probe_scores(train: dict[str, Tensor], test: dict[str, Tensor], l2: float) -> dict[str, Tensor]:
-    """Probabilities ``[N, K]`` on the test faces of each stage's probe, and the run's own."""
-    scores = {stage: fit_probe(train[stage], train["labels"], train["mask"], l2)(test[stage]) for stage in STAGES[:2]}
+    """Probabilities ``[N, K]`` on the test faces of each stage's probe, then the run's own (:func:`own_scores`)."""
+    scores = {stage: fit_probe(train[stage], train["labels"], train["mask"], l2)(test[stage]) for stage in POOLED}
     k = train["labels"].shape[1]
     scores["h_k"] = torch.stack(
         [
@@ -70,8 +87,7 @@ def probe_scores(train: dict[str, Tensor], test: dict[str, Tensor], l2: float) -
         ],
         dim=1,
     )
-    scores["head"] = torch.sigmoid(test["logits"])
-    return scores
+    return scores | own_scores(test)
 
 
 def main(argv: list[str]) -> None:
@@ -82,6 +98,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--l2", type=float, default=1e-3, help="the probe's L2 weight (pretrain seg's default)")
     parser.add_argument("--show", type=int, default=8, help="characteristics shown: the head's largest shortfalls")
     parser.add_argument("--json", help="write every characteristic's AP per stage here")
+    parser.add_argument("--heads_only", action="store_true", help="score the run's own heads only, fit no probe")
     args, rest = parser.parse_known_args(argv)
     rest = [a for a in rest if a != "--"]
     cli = build([w for c in args.config for w in ("-c", c)] + ["--data.num_workers", "0"] + rest)
@@ -94,21 +111,26 @@ def main(argv: list[str]) -> None:
     report: dict[str, object] = {"checkpoint": args.ckpt_path, "split": args.split, "l2": args.l2}
     for dataset, train_view, eval_view in zip(data.dataset_names, data.views("train"), data.views(args.split),
                                               strict=True):  # fmt: skip
-        train = path_features(model, train_view, f"{dataset} train")
         test = path_features(model, eval_view, f"{dataset} {args.split}")
+        if args.heads_only:
+            scores = own_scores(test)
+        else:
+            scores = probe_scores(path_features(model, train_view, f"{dataset} train"), test, args.l2)
         aps, maps = {}, {}
-        for stage, probs in probe_scores(train, test, args.l2).items():
+        for stage, probs in scores.items():
             values, per_characteristic = score_probabilities(eval_view.dataset.schema, model.characteristics, probs,
                                                              test["labels"], test["mask"], test["ages"])  # fmt: skip
             aps[stage] = {n: v["ap"] for n, v in per_characteristic.items()}
             maps[stage] = values["attributes/mAP"]
         report[dataset] = {"mAP": maps, "AP": aps}
-        print(f"\n{dataset}, {args.split} split ({len(test['labels'])} faces): AP of a linear probe at each stage")
-        print("| characteristic | " + " | ".join(STAGES) + " |\n|---|" + "---:|" * len(STAGES))
-        shortfall = sorted(aps["head"], key=lambda n: aps["head"][n] - aps["E_i"][n])[: args.show]
-        for name in shortfall:
-            print(f"| {name} | " + " | ".join(f"{aps[s][name]:.3f}" for s in STAGES) + " |")
-        print("| **mAP** | " + " | ".join(f"{maps[s]:.4f}" for s in STAGES) + " |")
+        stages = list(scores)
+        print(f"\n{dataset}, {args.split} split ({len(test['labels'])} faces): AP at each stage")
+        print("| characteristic | " + " | ".join(stages) + " |\n|---|" + "---:|" * len(stages))
+        reference = "E_i" if "E_i" in aps else stages[-1]  # the answers' shortfall against E_i's probe, or the head's
+        shortfall = sorted(aps["head"], key=lambda n: aps["head"][n] - aps[reference][n])
+        for name in shortfall[: args.show]:
+            print(f"| {name} | " + " | ".join(f"{aps[s][name]:.3f}" for s in stages) + " |")
+        print("| **mAP** | " + " | ".join(f"{maps[s]:.4f}" for s in stages) + " |")
     report["seconds"] = time.perf_counter() - started
     print(f"\n{report['seconds']:.0f} s")
     if args.json:

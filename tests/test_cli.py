@@ -53,6 +53,20 @@ def test_frozen_overlays_freeze_every_backbone_on_the_pretrained_folders(preset,
     assert config["trainer"]["default_root_dir"] == f"runs/{preset}_frozen"
 
 
+@pytest.mark.parametrize("preset", ["celebahq64", "utkface", "expw"])
+def test_pretrained_ei_overlay_starts_a_trainable_e_i_from_the_pretrained_clip(preset, capsys):
+    base = print_config(capsys, "-c", str(ROOT / f"configs/{preset}.yaml"))
+    config = print_config(
+        capsys, "-c", str(ROOT / f"configs/{preset}.yaml"), "-c", str(ROOT / "configs/pretrained_ei.yaml")
+    )
+    model = config["model"]
+    assert model["image_encoder"]["pretrained"] == "runs/pretrain/clip_celebamaskhq"
+    assert model["image_encoder"]["trainable"] is True and model["image_head_weight"] == 1.0
+    for part in ("seg_encoder", "llm", "text_encoder"):  # everything else is the preset's
+        assert model[part] == base["model"][part], part
+    assert config["data"] == base["data"]
+
+
 def test_unknown_tool_command_says_usage():
     with pytest.raises(SystemExit, match="usage: faceinsight rules"):
         run(["rules", "nonsense"])

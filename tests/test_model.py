@@ -213,6 +213,26 @@ def test_random_readout_start_gives_each_characteristic_its_own_gradient(model):
     assert same < 1.5 < 2 * same < spread, (same, spread)
 
 
+def test_characteristic_offsets_start_at_the_papers_tokens_and_belong_to_one_characteristic(model):
+    """``characteristic_offsets``: built at 0, the model answers as the paper's form with the same weights; an offset
+    moves its own characteristic's answer only, and only its own characteristic's loss reaches it."""
+    image, segmap = torch.rand(3, 3, 64, 64), torch.randint(0, 19, (3, 64, 64))
+    assert model.characteristic_offsets is None  # off by default: the paper's form
+    m = FaceInsight(FaceInsightConfig(characteristic_offsets=True), NAMES).eval()
+    missing, unexpected = m.load_state_dict(model.state_dict(), strict=False)
+    assert missing == ["characteristic_offsets.weight"] and not unexpected
+    with torch.no_grad():
+        torch.testing.assert_close(m(image, segmap), model(image, segmap))
+        m.characteristic_offsets.weight[4] += 0.5
+        changed = m(image, segmap) - model(image, segmap)
+        torch.testing.assert_close(m.forward_per_characteristic(image, segmap), m(image, segmap), rtol=1e-4, atol=1e-5)
+    assert (changed.abs() > 1e-6).any(0).nonzero().flatten().tolist() == [4]
+    m.zero_grad()
+    m(image, segmap)[:, 7].sum().backward()
+    rows = (m.characteristic_offsets.weight.grad.abs().sum(1) > 0).nonzero().flatten().tolist()
+    assert rows == [7]
+
+
 def test_celebahq64_starts_the_llm_at_one_over_root_width():
     """celebahq64 sets Llama's ``initializer_range`` to 1/sqrt(hidden_size) (docs/learning.md, "The LLM's initial
     scale"), and the value reaches the built LLM's weights."""

@@ -66,7 +66,7 @@ def test_report_states_what_ran(tmp_path):
     assert report["encoders"]["llm"] == {"frozen": False, "source": "arch"}  # the preset trains it
     assert report["loss"] == {
         "bce_reduction": "sum", "logic_weight": 1.0, "logic_semantics": "paper", "caption_weight": 0.0,
-        "image_head_weight": 0.0, "answers_train_image_encoder": True,
+        "image_head_weight": 0.0, "answers_train_image_encoder": True, "head_distill_weight": 0.0,
     }  # fmt: skip
     assert report["data"]["synthface"]["test"] == {
         "size": 16, "kind": "synthface", "root": None, "split_method": "rendered with a seed per split",

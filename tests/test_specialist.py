@@ -63,7 +63,7 @@ def test_specialist_trains_through_the_cli_with_faceinsights_metrics(specialist,
     assert report["run"]["encoders"] == {"backbone": {"frozen": False, "source": "arch"}}
     assert report["run"]["loss"] == {
         "bce_reduction": "sum", "logic_weight": None, "logic_semantics": None, "caption_weight": 0.0,
-        "image_head_weight": 0.0, "answers_train_image_encoder": True,
+        "image_head_weight": 0.0, "answers_train_image_encoder": True, "head_distill_weight": 0.0,
     }  # fmt: skip
     assert report["modules"] == {"use_seg": False, "use_correlation": False, "use_logic": False}
     assert Path(cli.trainer.log_dir).parent.name == "specialist"  # the overlay's run folder
@@ -216,6 +216,18 @@ def test_lr_scale_gives_each_named_part_its_own_learning_rate():
         SpecialistModule(NAMES, lr_scale={"adapter": 2.0}).make_optimizer()
 
 
+def labelled_batch(names: list[str], n: int = 4) -> dict[str, torch.Tensor]:
+    """``n`` random 64 px images with random labels, about a fifth of them unlabelled."""
+    labels = (torch.rand(n, len(names)) > 0.5).float()
+    return {"image": torch.rand(n, 3, 64, 64), "labels": labels, "label_mask": torch.rand(n, len(names)) > 0.2}
+
+
+def parts_reached(model: torch.nn.Module) -> set[str]:
+    """The top-level parts of ``model`` with a nonzero gradient."""
+    return {name for name, part in model.named_children()
+            if any(q.grad is not None and q.grad.abs().sum() > 0 for q in part.parameters())}  # fmt: skip
+
+
 def test_image_head_adds_its_weighted_bce_and_teaches_only_the_image_encoder():
     """``image_head_weight``: eq. 4 plus w times the masked BCE of a linear classifier on E_i's mean-pooled tokens,
     computed here by hand; the answers are the model's own, the head's biases start at the priors, and its loss
@@ -233,10 +245,8 @@ def test_image_head_adds_its_weighted_bce_and_teaches_only_the_image_encoder():
     rate = labels.mean(0).clamp(1e-4, 1 - 1e-4)
     torch.testing.assert_close(module.model.image_head.bias.detach(), torch.log(rate / (1 - rate)))
 
-    n = 4
-    y = (torch.rand(n, len(names)) > 0.5).float()
-    mask = torch.rand(n, len(names)) > 0.2
-    batch = {"image": torch.rand(n, 3, 64, 64), "labels": y, "label_mask": mask}
+    batch = labelled_batch(names)
+    y, mask = batch["labels"], batch["label_mask"]
     module.train()
     loss, parts, logits = module.losses(batch)
     assert set(parts) == {"bce", "logic", "image_head"}
@@ -250,9 +260,34 @@ def test_image_head_adds_its_weighted_bce_and_teaches_only_the_image_encoder():
     torch.testing.assert_close(loss, eq4 + 0.5 * by_hand)
 
     parts["image_head"].backward()
-    reached = {name for name, part in module.model.named_children()
-               if any(q.grad is not None and q.grad.abs().sum() > 0 for q in part.parameters())}  # fmt: skip
+    reached = parts_reached(module.model)
     assert reached == {"image_encoder", "image_head"}
+
+
+def test_head_distillation_adds_the_answers_bce_against_the_detached_image_head():
+    """``head_distill_weight``: w times the masked BCE of the answers against the image head's probabilities, by
+    hand; it reaches the path and E_i through the answers, never the image head (the teacher is detached)."""
+    names = list(SCHEMAS["synthface"].characteristics)
+    common = {"characteristics": names, "rules": [str(ROOT / "rules/celeba.rules")], "use_seg": False}
+    encoder = ImageEncoderConfig(timm_model="resnet18", arch={}, trainable=True)
+    with pytest.raises(ValueError, match="needs the image head"):
+        FaceInsightModule(**common, image_encoder=encoder, head_distill_weight=1.0)
+    torch.manual_seed(0)
+    module = FaceInsightModule(**common, image_encoder=encoder, image_head_weight=0.5, head_distill_weight=2.0)
+    batch = labelled_batch(names)
+    mask = batch["label_mask"]
+    module.train()
+    loss, parts, logits = module.losses(batch)
+    assert set(parts) == {"bce", "logic", "image_head", "head_distill"}
+    with torch.no_grad():
+        t = torch.sigmoid(module.model.image_head_logits(module.model.encode(batch["image"])))
+        q = torch.sigmoid(logits)
+        by_hand = (-(t * q.log() + (1 - t) * (1 - q).log()) * mask).sum(1).mean()
+    torch.testing.assert_close(parts["head_distill"], by_hand)
+    torch.testing.assert_close(loss, parts["bce"] + parts["logic"] + 0.5 * parts["image_head"] + 2.0 * by_hand)
+    parts["head_distill"].backward()
+    reached = parts_reached(module.model)
+    assert "image_head" not in reached and {"image_encoder", "image_adapter", "gcn"} <= reached
 
 
 def test_answers_stop_at_the_image_encoder_when_told():
@@ -276,15 +311,11 @@ def test_answers_stop_at_the_image_encoder_when_told():
     logits = module.model(image)
     torch.testing.assert_close(logits, joined.model(image))
 
-    def reached(model: torch.nn.Module) -> set[str]:
-        return {name for name, part in model.named_children()
-                if any(q.grad is not None and q.grad.abs().sum() > 0 for q in part.parameters())}  # fmt: skip
-
     logits.sum().backward()
-    assert "image_encoder" not in reached(module.model)
-    assert {"image_adapter", "gcn"} <= reached(module.model)
+    assert "image_encoder" not in parts_reached(module.model)
+    assert {"image_adapter", "gcn"} <= parts_reached(module.model)
     joined.model(image).sum().backward()
-    assert "image_encoder" in reached(joined.model)  # the same loss reaches E_i when the gradient is on
+    assert "image_encoder" in parts_reached(joined.model)  # the same loss reaches E_i when the gradient is on
     module.zero_grad()
     module.model.image_head_logits(module.model.encode(image)).sum().backward()
-    assert reached(module.model) == {"image_encoder", "image_head"}
+    assert parts_reached(module.model) == {"image_encoder", "image_head"}

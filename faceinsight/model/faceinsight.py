@@ -80,6 +80,12 @@ class FaceInsightConfig:
     # directly, as the specialist's does. Training only: the answers never read it. Not in the paper, whose E_i comes
     # pretrained (docs/learning.md, section 7).
     image_head_weight: float = 0.0
+    # characteristic_offsets builds ``characteristic_offsets``, a learned vector per characteristic added to its token
+    # (A_t's output, eq. 8), started at 0 so that the model starts as the paper's. The paper's tokens are a shared MLP
+    # of GCN-mixed prompt embeddings, so a characteristic can tune its own token (where it attends) only through
+    # weights every other characteristic pulls on too; an offset is its own, as the readout's row is (learnable
+    # label queries, as in Query2Label, Liu et al. 2021). Not in the paper (docs/learning.md, section 12).
+    characteristic_offsets: bool = False
     # False stops the answers' gradient at E_i's output (the adapter reads E_i's tokens detached), so that E_i learns
     # from ``image_head`` alone, as a specialist's backbone does, and the path after it (adapters, LLM, GCN, readout)
     # learns to read it: the paper's split into an E_i trained on faces before and a path trained on top, done in one
@@ -181,6 +187,9 @@ class FaceInsight(nn.Module):
             else None
         )
         self.image_head = nn.Linear(self.image_encoder.dim, k) if config.image_head_weight > 0 else None
+        self.characteristic_offsets = nn.Embedding(k, d) if config.characteristic_offsets else None
+        if self.characteristic_offsets is not None:
+            nn.init.zeros_(self.characteristic_offsets.weight)  # the paper's tokens at the start
 
     @staticmethod
     def _tokenize(tokenizer, config: FaceInsightConfig) -> tuple[Tensor, Tensor, Tensor]:
@@ -223,11 +232,14 @@ class FaceInsight(nn.Module):
         }
 
     def characteristic_embeddings(self) -> Tensor:
-        """``T_hat`` (eq. 8) projected by A_t: ``[K, D]``."""
+        """``T_hat`` (eq. 8) projected by A_t: ``[K, D]``, plus each characteristic's own offset when built."""
         t = self.prompt_embeddings
         if self.gcn is not None:
             t = self.gcn(t, self.gcn.adjacency(self.stats))
-        return self.prompt_adapter(t)
+        tokens = self.prompt_adapter(t)
+        if self.characteristic_offsets is not None:
+            tokens = tokens + self.characteristic_offsets.weight.to(tokens.dtype)
+        return tokens
 
     def forward(self, image: Tensor | None, segmap: Tensor | None = None, visual: Visual | None = None) -> Tensor:
         """Yes-minus-No logits ``[B, K]``: ``sigmoid`` of them is ``P(y_k)`` (eq. 2).

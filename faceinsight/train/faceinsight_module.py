@@ -44,7 +44,8 @@ class FaceInsightModule(FaceModule):
         decoding: ``threshold`` (P >= 0.5) or ``consistent`` (most probable assignment satisfying the hard rules).
         lr, weight_decay, warmup_fraction: AdamW with linear warm-up and cosine decay.
         lr_scale: a learning-rate multiplier per part of the model (``image_encoder``, ``seg_encoder``, ``llm``,
-            ``gcn``, ``image_adapter``, ``seg_adapter``, ``prompt_adapter``, ``readout``), 1 for a part not named;
+            ``gcn``, ``image_adapter``, ``seg_adapter``, ``prompt_adapter``, ``readout``, ``image_head``,
+            ``characteristic_offsets``), 1 for a part not named;
             unset, one learning rate for all (the paper's, and every figure before the option).
         metrics_file: where the test metrics are written as JSON (default: the logger's folder).
         caption_weight: weight of the caption loss added to eq. 4 (0: off). LLaVA's alignment stage: the LLM's
@@ -69,6 +70,14 @@ class FaceInsightModule(FaceModule):
             read it. Logged as ``image_head``; needs a trainable E_i (docs/learning.md, section 7).
         answers_train_image_encoder: false stops the answers' gradient at E_i's output, so that E_i learns from the
             image head alone and the path after it learns to read it (needs image_head_weight > 0; section 8).
+        characteristic_offsets: a learned vector per characteristic added to its token, started at 0 (a departure;
+            ``FaceInsightConfig``, docs/learning.md, section 12). False is the paper's form.
+        head_distill_weight: weight of a second auxiliary loss (0: off): the answers' BCE against the image head's
+            probabilities, detached, on the same labelled entries, so that the path to the answers also learns from
+            a teacher trained beside it (online distillation: Hinton et al. 2015, Zhang et al.'s deep mutual
+            learning, CVPR 2018). Training only; the answers still come from the LLM. Logged as ``head_distill``
+            (the BCE, i.e. the KL plus the teacher's entropy); needs image_head_weight > 0 (docs/learning.md,
+            section 12).
     """
 
     eval_parts = ("caption",)
@@ -104,12 +113,19 @@ class FaceInsightModule(FaceModule):
         feature_cache_dtype: StoreDtype = "float32",
         image_head_weight: float = 0.0,
         answers_train_image_encoder: bool = True,
+        characteristic_offsets: bool = False,
+        head_distill_weight: float = 0.0,
     ) -> None:
         super().__init__(characteristics, rules, use_logic, logic_semantics, bce_reduction, decoding, metrics_file)
         if caption_weight < 0:
             raise ValueError(f"caption_weight must be >= 0 (0: no caption loss), got {caption_weight}")
         if image_head_weight < 0:
             raise ValueError(f"image_head_weight must be >= 0 (0: no image head), got {image_head_weight}")
+        if head_distill_weight < 0 or (head_distill_weight > 0 and not image_head_weight):
+            raise ValueError(
+                f"head_distill_weight is {head_distill_weight}: it must be >= 0, and > 0 needs the image head it "
+                "distils (pass --model.image_head_weight > 0)"
+            )
         config = FaceInsightConfig(
             image_encoder=image_encoder or ImageEncoderConfig(),
             seg_encoder=seg_encoder or SegEncoderConfig(),
@@ -123,6 +139,7 @@ class FaceInsightModule(FaceModule):
             readout_start=readout_start,
             image_head_weight=image_head_weight,
             answers_train_image_encoder=answers_train_image_encoder,
+            characteristic_offsets=characteristic_offsets,
         )
         if not answers_train_image_encoder and not image_head_weight:
             raise ValueError(
@@ -211,8 +228,9 @@ class FaceInsightModule(FaceModule):
         return self.model(None, visual=self.visual(batch))
 
     def losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """Eq. 4, plus ``caption_weight`` times the caption loss and ``image_head_weight`` times the image head's BCE
-        when they are on; the encoders run once for all."""
+        """Eq. 4, plus ``caption_weight`` times the caption loss, ``image_head_weight`` times the image head's BCE
+        and ``head_distill_weight`` times the answers' BCE against the image head's probabilities when they are on;
+        the encoders run once for all."""
         hp = self.hparams
         if not hp.caption_weight and not hp.image_head_weight:
             return super().losses(batch)
@@ -226,6 +244,10 @@ class FaceInsightModule(FaceModule):
             head = self.model.image_head_logits(visual)
             parts["image_head"] = masked_bce(head, batch["labels"], batch["label_mask"], hp.bce_reduction)
             loss = loss + hp.image_head_weight * parts["image_head"]
+            if hp.get("head_distill_weight"):
+                teacher = torch.sigmoid(head.detach())
+                parts["head_distill"] = masked_bce(logits, teacher, batch["label_mask"], hp.bce_reduction)
+                loss = loss + hp.head_distill_weight * parts["head_distill"]
         return loss, parts, logits
 
     def caption_loss(self, visual: Visual, batch: dict[str, Tensor]) -> Tensor:

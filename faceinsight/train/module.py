@@ -365,6 +365,7 @@ class FaceModule(L.LightningModule):
                 "caption_weight": self.hparams.get("caption_weight", 0.0),  # LLaVA's alignment loss (0: off)
                 "image_head_weight": self.hparams.get("image_head_weight", 0.0),  # E_i's direct supervision (0: off)
                 "answers_train_image_encoder": self.hparams.get("answers_train_image_encoder", True),
+                "head_distill_weight": self.hparams.get("head_distill_weight", 0.0),  # answers taught by the head
             },
             "rules": {
                 "source": self.rules_source,
