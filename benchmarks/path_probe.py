@@ -12,9 +12,11 @@ the path and scores it on ``--split``, next to the run's own answers:
 * ``adapter``: the image adapter's output, mean-pooled (the image tokens as the LLM gets them);
 * ``h_k``: the LLM's final normalised state at characteristic k's token, the readout's input, a probe per
   characteristic on its own token;
-* ``head``: the run's answers;
-* ``image_head``: the run's training-only linear head on E_i's pooled tokens, when it has one (``image_head_weight``
-  > 0): what a specialist's head reads off the E_i this run trained, with no fit of its own.
+* ``head``: the run's answers, the LLM's (without the image head, whether or not the run averages it in);
+* ``image_head``: the run's linear head on E_i's pooled tokens, when it has one (``image_head_weight`` > 0): what a
+  specialist's head reads off the E_i this run trained, with no fit of its own;
+* ``mean``: the mean of the two logits, the answers of ``--model.image_head_in_answers true`` (docs/learning.md,
+  section 13), when the run has an image head.
 
 ``--heads_only`` scores the run's own answers and image head alone, without fitting a probe (seconds, not minutes).
 
@@ -45,8 +47,8 @@ POOLED = ("E_i", "adapter")  # probed on mean-pooled tokens; h_k is probed per c
 
 @torch.no_grad()
 def path_features(model, view, name: str, batch_size: int = 256) -> dict[str, Tensor]:
-    """Every face of ``view`` through ``model``: the three probed features, the logits (and the image head's, when
-    the model has one), labels, mask and ages."""
+    """Every face of ``view`` through ``model``: the three probed features, the LLM's logits (and the image head's,
+    when the model has one), labels, mask and ages."""
     parts = {"adapter": model.image_adapter, "h_k": model.llm.get_decoder().norm}
     out: dict[str, list[Tensor]] = {k: [] for k in ("E_i", "adapter", "h_k", "logits", "labels", "mask", "ages")}
     if model.image_head is not None:
@@ -54,7 +56,7 @@ def path_features(model, view, name: str, batch_size: int = 256) -> dict[str, Te
     with caught_outputs(parts) as caught:
         for batch in tqdm(DataLoader(view, batch_size=batch_size), desc=f"encoding {name}", unit="batch"):
             visual = model.encode(batch["image"], batch.get("segmap"))
-            out["logits"].append(model(None, visual=visual))
+            out["logits"].append(model.llm_logits(visual))
             if model.image_head is not None:
                 out["image_head"].append(model.image_head_logits(visual))
             out["E_i"].append(visual.image.mean(1))
@@ -67,10 +69,11 @@ def path_features(model, view, name: str, batch_size: int = 256) -> dict[str, Te
 
 
 def own_scores(test: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Probabilities ``[N, K]`` of the run's own answers and, when it has one, of its image head."""
+    """Probabilities ``[N, K]`` of the run's own answers and, when it has one, of its image head and of their mean."""
     scores = {"head": torch.sigmoid(test["logits"])}
     if "image_head" in test:
         scores["image_head"] = torch.sigmoid(test["image_head"])
+        scores["mean"] = torch.sigmoid((test["logits"] + test["image_head"]) / 2)
     return scores
 
 
@@ -126,7 +129,7 @@ def main(argv: list[str]) -> None:
         stages = list(scores)
         print(f"\n{dataset}, {args.split} split ({len(test['labels'])} faces): AP at each stage")
         print("| characteristic | " + " | ".join(stages) + " |\n|---|" + "---:|" * len(stages))
-        reference = "E_i" if "E_i" in aps else stages[-1]  # the answers' shortfall against E_i's probe, or the head's
+        reference = next(s for s in ("E_i", "image_head", "head") if s in aps)  # what the answers fall short of
         shortfall = sorted(aps["head"], key=lambda n: aps["head"][n] - aps[reference][n])
         for name in shortfall[: args.show]:
             print(f"| {name} | " + " | ".join(f"{aps[s][name]:.3f}" for s in stages) + " |")

@@ -54,6 +54,7 @@ def test_report_states_what_ran(tmp_path):
     module = cli.model
     assert report["seed"] == "3"
     assert report["decoding"] == "threshold"
+    assert report["image_head_in_answers"] is False  # the answers are the LLM's (eq. 2)
     hard = int(module.rules.hard.sum())
     assert report["rules"] | {"files": None} == {
         "source": "checkpoint", "files": None, "compiled": len(module.rules), "hard": hard,

@@ -228,17 +228,24 @@ def parts_reached(model: torch.nn.Module) -> set[str]:
             if any(q.grad is not None and q.grad.abs().sum() > 0 for q in part.parameters())}  # fmt: skip
 
 
+def resnet_ei_arguments() -> tuple[list[str], dict]:
+    """SynthFace's characteristic names, and ``FaceInsightModule`` arguments for them with a trainable ResNet-18 E_i
+    and no parsing maps."""
+    names = list(SCHEMAS["synthface"].characteristics)
+    encoder = ImageEncoderConfig(timm_model="resnet18", arch={}, trainable=True)
+    rules = [str(ROOT / "rules/celeba.rules")]
+    return names, {"characteristics": names, "rules": rules, "use_seg": False, "image_encoder": encoder}
+
+
 def test_image_head_adds_its_weighted_bce_and_teaches_only_the_image_encoder():
     """``image_head_weight``: eq. 4 plus w times the masked BCE of a linear classifier on E_i's mean-pooled tokens,
     computed here by hand; the answers are the model's own, the head's biases start at the priors, and its loss
     reaches E_i and the head alone."""
-    names = list(SCHEMAS["synthface"].characteristics)
-    common = {"characteristics": names, "rules": [str(ROOT / "rules/celeba.rules")], "use_seg": False}
+    names, common = resnet_ei_arguments()
     with pytest.raises(ValueError, match="E_i is frozen"):
-        FaceInsightModule(**common, image_head_weight=0.5)
-    encoder = ImageEncoderConfig(timm_model="resnet18", arch={}, trainable=True)
+        FaceInsightModule(**common | {"image_encoder": ImageEncoderConfig()}, image_head_weight=0.5)  # the frozen ViT
     torch.manual_seed(0)
-    module = FaceInsightModule(**common, image_encoder=encoder, image_head_weight=0.5)
+    module = FaceInsightModule(**common, image_head_weight=0.5)
     labels = (torch.rand(200, len(names)) > 0.7).float()
     module.model.stats.update(labels, torch.ones_like(labels, dtype=torch.bool))
     module.statistics_set()
@@ -267,13 +274,11 @@ def test_image_head_adds_its_weighted_bce_and_teaches_only_the_image_encoder():
 def test_head_distillation_adds_the_answers_bce_against_the_detached_image_head():
     """``head_distill_weight``: w times the masked BCE of the answers against the image head's probabilities, by
     hand; it reaches the path and E_i through the answers, never the image head (the teacher is detached)."""
-    names = list(SCHEMAS["synthface"].characteristics)
-    common = {"characteristics": names, "rules": [str(ROOT / "rules/celeba.rules")], "use_seg": False}
-    encoder = ImageEncoderConfig(timm_model="resnet18", arch={}, trainable=True)
+    names, common = resnet_ei_arguments()
     with pytest.raises(ValueError, match="needs the image head"):
-        FaceInsightModule(**common, image_encoder=encoder, head_distill_weight=1.0)
+        FaceInsightModule(**common, head_distill_weight=1.0)
     torch.manual_seed(0)
-    module = FaceInsightModule(**common, image_encoder=encoder, image_head_weight=0.5, head_distill_weight=2.0)
+    module = FaceInsightModule(**common, image_head_weight=0.5, head_distill_weight=2.0)
     batch = labelled_batch(names)
     mask = batch["label_mask"]
     module.train()
@@ -290,20 +295,48 @@ def test_head_distillation_adds_the_answers_bce_against_the_detached_image_head(
     assert "image_head" not in reached and {"image_encoder", "image_adapter", "gcn"} <= reached
 
 
+def test_image_head_in_answers_averages_the_two_readers_in_evaluation_only():
+    """``image_head_in_answers``: in evaluation the answers are the mean of the LLM's logits and the image head's,
+    computed here from a copy without the option; in training they are the LLM's alone, so the losses are
+    unchanged; the one-question-per-pass forward gives the same answers."""
+    names, common = resnet_ei_arguments()
+    with pytest.raises(ValueError, match="needs the image head"):
+        FaceInsightModule(**common, image_head_in_answers=True)
+    torch.manual_seed(0)
+    fused = FaceInsightModule(**common, image_head_weight=0.5, image_head_in_answers=True)
+    plain = FaceInsightModule(**common, image_head_weight=0.5)
+    plain.load_state_dict(fused.state_dict())
+    batch = labelled_batch(names)
+    image = batch["image"]
+    with torch.no_grad():
+        for m in (fused, plain):
+            m.model.image_head.weight.mul_(20)  # so that the head's share cannot hide in the tolerance
+        fused.eval(), plain.eval()
+        llm, head = plain.model(image), plain.model.image_head_logits(plain.model.encode(image))
+        assert (head - llm).abs().min() > 1e-3
+        torch.testing.assert_close(fused.model(image), (llm + head) / 2)
+        torch.testing.assert_close(fused.model.forward_per_characteristic(image), (llm + head) / 2, rtol=1e-4,
+                                   atol=1e-5)  # fmt: skip
+        _, parts, logits = fused.losses(batch)  # validation and test read the averaged answers
+        torch.testing.assert_close(logits, (llm + head) / 2)
+        fused.train(), plain.train()
+        loss, parts, logits = fused.losses(batch)
+        loss_plain, parts_plain, logits_plain = plain.losses(batch)
+    torch.testing.assert_close(logits, logits_plain)  # training: the LLM's answers, eq. 4 as without the option
+    torch.testing.assert_close(loss, loss_plain)
+    assert parts.keys() == parts_plain.keys() == {"bce", "logic", "image_head"}
+
+
 def test_answers_stop_at_the_image_encoder_when_told():
     """``answers_train_image_encoder false``: the answers' loss reaches every trainable part but E_i, the image head's
     reaches E_i, and the answers are the same numbers as with the gradient on."""
-    names = list(SCHEMAS["synthface"].characteristics)
-    common = {"characteristics": names, "rules": [str(ROOT / "rules/celeba.rules")], "use_seg": False}
-    encoder = ImageEncoderConfig(timm_model="resnet18", arch={}, trainable=True)
+    _, common = resnet_ei_arguments()
     with pytest.raises(ValueError, match="nothing would train E_i"):
-        FaceInsightModule(**common, image_encoder=encoder, answers_train_image_encoder=False)
+        FaceInsightModule(**common, answers_train_image_encoder=False)
     torch.manual_seed(0)
-    module = FaceInsightModule(
-        **common, image_encoder=encoder, image_head_weight=1.0, answers_train_image_encoder=False
-    )
+    module = FaceInsightModule(**common, image_head_weight=1.0, answers_train_image_encoder=False)
     torch.manual_seed(0)
-    joined = FaceInsightModule(**common, image_encoder=encoder, image_head_weight=1.0)
+    joined = FaceInsightModule(**common, image_head_weight=1.0)
     joined.load_state_dict(module.state_dict())
     image = torch.rand(2, 3, 64, 64)
     module.train()

@@ -77,8 +77,8 @@ class FaceInsightConfig:
     readout_start: ReadoutStart = "answer_row"
     # image_head_weight > 0 builds ``image_head``, a linear classifier on E_i's mean-pooled tokens, whose BCE the
     # training loss adds with this weight (FaceInsightModule), so that a trainable E_i also learns from the labels
-    # directly, as the specialist's does. Training only: the answers never read it. Not in the paper, whose E_i comes
-    # pretrained (docs/learning.md, section 7).
+    # directly, as the specialist's does. The answers do not read it unless ``image_head_in_answers``. Not in the
+    # paper, whose E_i comes pretrained (docs/learning.md, section 7).
     image_head_weight: float = 0.0
     # characteristic_offsets builds ``characteristic_offsets``, a learned vector per characteristic added to its token
     # (A_t's output, eq. 8), started at 0 so that the model starts as the paper's. The paper's tokens are a shared MLP
@@ -91,6 +91,12 @@ class FaceInsightConfig:
     # learns to read it: the paper's split into an E_i trained on faces before and a path trained on top, done in one
     # run. Needs image_head_weight > 0 (docs/learning.md, section 8).
     answers_train_image_encoder: bool = True
+    # image_head_in_answers: in evaluation (``eval()`` mode) the answer logit of characteristic k is the mean of the
+    # LLM's (eq. 2, or the per-characteristic readout) and ``image_head``'s, two readers of the same E_i trained
+    # apart, each by its own BCE; in training the answers are the LLM's alone, so eq. 4 is unchanged. An ensemble of
+    # the two heads a run already trains (deep supervision's auxiliary head kept at inference), for no new weights.
+    # Not in the paper, whose answers are the LLM's; needs image_head_weight > 0 (docs/learning.md, section 13).
+    image_head_in_answers: bool = False
 
 
 class CharacteristicReadout(nn.Module):
@@ -187,6 +193,8 @@ class FaceInsight(nn.Module):
             else None
         )
         self.image_head = nn.Linear(self.image_encoder.dim, k) if config.image_head_weight > 0 else None
+        if config.image_head_in_answers and self.image_head is None:
+            raise ValueError("image_head_in_answers needs the image head it reads: pass image_head_weight > 0")
         self.characteristic_offsets = nn.Embedding(k, d) if config.characteristic_offsets else None
         if self.characteristic_offsets is not None:
             nn.init.zeros_(self.characteristic_offsets.weight)  # the paper's tokens at the start
@@ -247,8 +255,23 @@ class FaceInsight(nn.Module):
         ``visual``: the encoders' outputs for this batch (:meth:`encode`), e.g. from a frozen-feature cache; the
         image and map are then not read.
         """
-        inputs, mask, positions, p = self.characteristic_sequence(image, segmap, visual)
+        if visual is None:
+            if image is None:
+                raise ValueError("pass the images or their encoded tokens (visual)")
+            visual = self.encode(image, segmap)
+        return self.with_image_head(self.llm_logits(visual), visual)
+
+    def llm_logits(self, visual: Visual) -> Tensor:
+        """The LLM's answer logits ``[B, K]`` (eq. 2, or the per-characteristic readout), without the image head."""
+        inputs, mask, positions, p = self.characteristic_sequence(None, None, visual)
         return self.answer_difference(self._decode(inputs, mask, positions, p))
+
+    def with_image_head(self, logits: Tensor, visual: Visual) -> Tensor:
+        """The answer logits ``[B, K]`` as the model gives them: the LLM's, averaged with ``image_head``'s in
+        evaluation when ``image_head_in_answers`` is on (``FaceInsightConfig``), else unchanged."""
+        if not self.config.image_head_in_answers or self.training:
+            return logits
+        return (logits + self.image_head_logits(visual)) / 2
 
     def characteristic_sequence(
         self, image: Tensor | None, segmap: Tensor | None = None, visual: Visual | None = None
@@ -330,7 +353,8 @@ class FaceInsight(nn.Module):
                 head.bias.copy_(torch.log(rate / (1 - rate)).to(head.bias.device))
 
     def image_head_logits(self, visual: Visual) -> Tensor:
-        """``image_head``'s logits ``[B, K]`` from E_i's mean-pooled tokens: a training signal for E_i only."""
+        """``image_head``'s logits ``[B, K]`` from E_i's mean-pooled tokens: a training signal for E_i, and half of
+        the answers in evaluation with ``image_head_in_answers``."""
         if self.image_head is None:
             raise RuntimeError("the model was built without image_head (image_head_weight 0)")
         return self.image_head(visual.image.float().mean(1))
@@ -392,7 +416,8 @@ class FaceInsight(nn.Module):
         no KV cache is shared, so each question pays the whole prefix. The B*K sequences go through the LLM
         ``batch_size`` at a time (all at once if None), which bounds memory at ``batch_size`` sequences of P+1 tokens.
         """
-        prefix = self._prefix(image, segmap)
+        visual = self.encode(image, segmap)
+        prefix = self._prefix(None, None, visual)
         chars = self.characteristic_embeddings().to(prefix.dtype)
         (b, p), k = prefix.shape[:2], chars.shape[0]
         rows = torch.arange(b * k, device=prefix.device)  # sequence b*K + k asks image b about characteristic k
@@ -402,7 +427,7 @@ class FaceInsight(nn.Module):
             sequences = torch.cat([prefix[chunk // k], chars[chunk % k, None]], dim=1)
             hidden = decoder(inputs_embeds=sequences, use_cache=False).last_hidden_state[:, p]
             out.append(self.answer_difference(hidden, chunk % k))
-        return torch.cat(out).view(b, k)
+        return self.with_image_head(torch.cat(out).view(b, k), visual)
 
     # ----------------------------------------------------------------- free text (faceinsight.tools.describe)
     def describe_prefix(self, visual: Visual, query_ids: Tensor) -> Tensor:

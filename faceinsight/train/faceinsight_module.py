@@ -66,8 +66,9 @@ class FaceInsightModule(FaceModule):
         feature_cache_dtype: ``float32`` (exact: the losses of an uncached run) or ``float16`` (half the disk).
         image_head_weight: weight of an auxiliary loss added to eq. 4 (0: off, the paper's): the same BCE for a linear
             classifier on E_i's mean-pooled tokens (``FaceInsight.image_head``, built when this is > 0), so that an
-            E_i trained from scratch learns from the labels directly as well as through the head. The answers never
-            read it. Logged as ``image_head``; needs a trainable E_i (docs/learning.md, section 7).
+            E_i trained from scratch learns from the labels directly as well as through the head. The answers do
+            not read it unless ``image_head_in_answers``. Logged as ``image_head``; needs a trainable E_i
+            (docs/learning.md, section 7).
         answers_train_image_encoder: false stops the answers' gradient at E_i's output, so that E_i learns from the
             image head alone and the path after it learns to read it (needs image_head_weight > 0; section 8).
         characteristic_offsets: a learned vector per characteristic added to its token, started at 0 (a departure;
@@ -78,6 +79,10 @@ class FaceInsightModule(FaceModule):
             learning, CVPR 2018). Training only; the answers still come from the LLM. Logged as ``head_distill``
             (the BCE, i.e. the KL plus the teacher's entropy); needs image_head_weight > 0 (docs/learning.md,
             section 12).
+        image_head_in_answers: in evaluation, each answer logit is the mean of the LLM's and the image head's (an
+            ensemble of the two readers of E_i the run trains; in training the answers are the LLM's alone, so the
+            losses are unchanged). A departure from the paper, off by default; needs image_head_weight > 0
+            (``FaceInsightConfig``, docs/learning.md, section 13).
     """
 
     eval_parts = ("caption",)
@@ -115,6 +120,7 @@ class FaceInsightModule(FaceModule):
         answers_train_image_encoder: bool = True,
         characteristic_offsets: bool = False,
         head_distill_weight: float = 0.0,
+        image_head_in_answers: bool = False,
     ) -> None:
         super().__init__(characteristics, rules, use_logic, logic_semantics, bce_reduction, decoding, metrics_file)
         if caption_weight < 0:
@@ -140,6 +146,7 @@ class FaceInsightModule(FaceModule):
             image_head_weight=image_head_weight,
             answers_train_image_encoder=answers_train_image_encoder,
             characteristic_offsets=characteristic_offsets,
+            image_head_in_answers=image_head_in_answers,
         )
         if not answers_train_image_encoder and not image_head_weight:
             raise ValueError(

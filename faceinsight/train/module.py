@@ -358,6 +358,7 @@ class FaceModule(L.LightningModule):
         return {
             "seed": os.environ.get("PL_GLOBAL_SEED"),
             "decoding": self.decoding,
+            "image_head_in_answers": self.hparams.get("image_head_in_answers", False),  # eval: mean with the head
             "loss": {
                 "bce_reduction": self.hparams.bce_reduction,
                 "logic_weight": self.hparams.logic_weight if self.logic_loss is not None else None,
