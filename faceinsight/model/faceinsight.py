@@ -255,10 +255,7 @@ class FaceInsight(nn.Module):
         ``visual``: the encoders' outputs for this batch (:meth:`encode`), e.g. from a frozen-feature cache; the
         image and map are then not read.
         """
-        if visual is None:
-            if image is None:
-                raise ValueError("pass the images or their encoded tokens (visual)")
-            visual = self.encode(image, segmap)
+        visual = self.visual_of(image, segmap, visual)
         return self.with_image_head(self.llm_logits(visual), visual)
 
     def llm_logits(self, visual: Visual) -> Tensor:
@@ -383,12 +380,17 @@ class FaceInsight(nn.Module):
             seg_tokens = self.seg_encoder(segmap)
         return Visual(self.image_encoder(image), seg_tokens)
 
+    def visual_of(self, image: Tensor | None, segmap: Tensor | None, visual: Visual | None) -> Visual:
+        """``visual`` when given (e.g. from a frozen-feature cache), else the encoders' outputs for the images."""
+        if visual is not None:
+            return visual
+        if image is None:
+            raise ValueError("pass the images or their encoded tokens (visual)")
+        return self.encode(image, segmap)
+
     def _prefix(self, image: Tensor | None, segmap: Tensor | None, visual: Visual | None = None) -> Tensor:
         """The LLM input before the characteristics, ``[B, P, D]``: [BOS] image, segmentation and query tokens."""
-        if visual is None:
-            if image is None:
-                raise ValueError("pass the images or their encoded tokens (visual)")
-            visual = self.encode(image, segmap)
+        visual = self.visual_of(image, segmap, visual)
         llm_dtype = self.llm.dtype
         embed = self.llm.get_input_embeddings()
         b = visual.image.shape[0]
