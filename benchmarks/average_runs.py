@@ -20,25 +20,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from faceinsight.cli import build
+from faceinsight.eval.collect import collect
 from faceinsight.eval.metrics import score_probabilities
 
 SHOWN = ("attributes/accuracy", "attributes/f1", "attributes/mAP", "gender/accuracy", "age/mae", "age/cs@5")
-
-
-@torch.no_grad()
-def run_logits(module, view, name: str, batch_size: int = 256) -> tuple[Tensor, dict[str, Tensor]]:
-    """``module``'s logits ``[N, K]`` on every face of ``view``, and the faces' labels, label mask and ages."""
-    logits, rest = [], {"labels": [], "mask": [], "ages": []}
-    for batch in tqdm(DataLoader(view, batch_size=batch_size), desc=name, unit="batch"):
-        logits.append(module.logits(batch))
-        rest["labels"].append(batch["labels"])
-        rest["mask"].append(batch["label_mask"].bool())
-        rest["ages"].append(batch["age"])
-    return torch.cat(logits), {k: torch.cat(v) for k, v in rest.items()}
 
 
 def main(argv: list[str]) -> None:
@@ -61,10 +48,10 @@ def main(argv: list[str]) -> None:
     for i, path in enumerate(args.ckpt_path):
         module.load_weights(path)
         for dataset, view in zip(data.dataset_names, data.views(args.split), strict=True):
-            out, rest_i = run_logits(module, view, f"run {i}, {dataset} {args.split}")
-            logits.setdefault(dataset, []).append(out)
+            run = collect(view, lambda batch: {"logits": module.logits(batch)}, f"run {i}, {dataset} {args.split}")
+            logits.setdefault(dataset, []).append(run.pop("logits"))
             if i == 0:
-                faces.append(rest_i)
+                faces.append(run)
     report: dict[str, object] = {"checkpoints": args.ckpt_path, "split": args.split}
     names = module.model.characteristics
     for (dataset, runs), view, f in zip(logits.items(), data.views(args.split), faces, strict=True):

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from faceinsight.cli import build
+from faceinsight.eval.collect import collect
 from faceinsight.eval.metrics import score_probabilities
 from faceinsight.model.encoders import ImageEncoder, ImageEncoderConfig
 from faceinsight.train.pretrain.clip import positive_rates
@@ -41,16 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("attributes/accuracy", "attributes/f1", "attributes/mAP")
 
 
-@torch.no_grad()
 def pooled(encoder: ImageEncoder, view: torch.utils.data.Dataset, name: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Mean-pooled tokens ``[N, D]`` of every face of ``view``, with its labels, label mask and ages."""
-    feats, labels, masks, ages = [], [], [], []
-    for batch in tqdm(DataLoader(view, batch_size=256), desc=f"encoding {name}", unit="batch"):
-        feats.append(encoder(batch["image"]).mean(1))
-        labels.append(batch["labels"])
-        masks.append(batch["label_mask"].bool())
-        ages.append(batch["age"])
-    return torch.cat(feats), torch.cat(labels), torch.cat(masks), torch.cat(ages)
+    out = collect(view, lambda batch: {"feats": encoder(batch["image"]).mean(1)}, f"encoding {name}")
+    return out["feats"], out["labels"], out["mask"], out["ages"]
 
 
 def encoders(source: str) -> dict[str, ImageEncoder]:

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from faceinsight.cli import build
+from faceinsight.eval.collect import collect
 from faceinsight.eval.hooks import caught_outputs
 from faceinsight.eval.metrics import score_probabilities
 from faceinsight.train.pretrain.seg import fit_probe
@@ -50,22 +50,18 @@ def path_features(model, view, name: str, batch_size: int = 256) -> dict[str, Te
     """Every face of ``view`` through ``model``: the three probed features, the LLM's logits (and the image head's,
     when the model has one), labels, mask and ages."""
     parts = {"adapter": model.image_adapter, "h_k": model.llm.get_decoder().norm}
-    out: dict[str, list[Tensor]] = {k: [] for k in ("E_i", "adapter", "h_k", "logits", "labels", "mask", "ages")}
-    if model.image_head is not None:
-        out["image_head"] = []
     with caught_outputs(parts) as caught:
-        for batch in tqdm(DataLoader(view, batch_size=batch_size), desc=f"encoding {name}", unit="batch"):
+
+        def outputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
             visual = model.encode(batch["image"], batch.get("segmap"))
-            out["logits"].append(model.llm_logits(visual))
+            out = {"logits": model.llm_logits(visual), "E_i": visual.image.mean(1)}
+            out["adapter"] = caught["adapter"].mean(1).float()
+            out["h_k"] = caught["h_k"].float()  # [B, K, D]: the decoder norm runs on the K tokens only
             if model.image_head is not None:
-                out["image_head"].append(model.image_head_logits(visual))
-            out["E_i"].append(visual.image.mean(1))
-            out["adapter"].append(caught["adapter"].mean(1).float())
-            out["h_k"].append(caught["h_k"].float())  # [B, K, D]: the decoder norm runs on the K tokens only
-            out["labels"].append(batch["labels"])
-            out["mask"].append(batch["label_mask"].bool())
-            out["ages"].append(batch["age"])
-    return {k: torch.cat(v) for k, v in out.items()}
+                out["image_head"] = model.image_head_logits(visual)
+            return out
+
+        return collect(view, outputs, f"encoding {name}", batch_size)
 
 
 def own_scores(test: dict[str, Tensor]) -> dict[str, Tensor]:
